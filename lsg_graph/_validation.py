@@ -1,0 +1,151 @@
+"""Input checks used at the edges of the public API: validate once, with messages that name the value."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from lsg_graph.errors import InvalidInput
+
+
+def check_int(value: Any, name: str, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """Return `value` as an int within [minimum, maximum], else raise InvalidInput naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInput(f"The {name!r} parameter must be an int; got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"The {name!r} parameter must be an int >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"The {name!r} parameter must be an int <= {maximum}; got {value}.")
+    return value
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return `value` as an int >= 1, else raise InvalidInput naming it."""
+    return check_int(value, name, minimum=1)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+) -> float:
+    """Return `value` as a finite float within bounds (strictly above `minimum` if asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInput(f"The {name!r} parameter must be a real number; got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidInput(f"The {name!r} parameter must be finite; got {value}.")
+    if minimum is not None:
+        if strict_minimum and value <= minimum:
+            raise InvalidInput(f"The {name!r} parameter must be > {minimum}; got {value}.")
+        if not strict_minimum and value < minimum:
+            raise InvalidInput(f"The {name!r} parameter must be >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise InvalidInput(f"The {name!r} parameter must be <= {maximum}; got {value}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Mapping[str, Any] | list[str] | tuple[str, ...]) -> str:
+    """Return `value` if it is one of `choices` (a registry's keys), else list the valid ones."""
+    valid = list(choices.keys()) if isinstance(choices, Mapping) else list(choices)
+    if not isinstance(value, str) or value not in valid:
+        raise InvalidInput(f"Unknown {name} {value!r}; expected one of: {', '.join(map(repr, valid))}.")
+    return value
+
+
+def check_array(
+    values: Any,
+    name: str,
+    ndim: int = 2,
+    dtype: Any = np.float64,
+    min_rows: int = 1,
+    n_columns: int | None = None,
+    finite: bool = True,
+) -> np.ndarray:
+    """Return `values` as a numpy array of `ndim` dims and `dtype`, checking shape, emptiness and finiteness."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
+        raise InvalidInput(f"{name} could not be read as an array: {exc}") from exc
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InvalidInput(f"{name} must hold numbers; got an array of dtype {array.dtype}.")
+    if array.ndim != ndim:
+        raise InvalidInput(f"{name} must be a {ndim}-D array; got shape {array.shape}.")
+    if array.shape[0] < min_rows:
+        raise InvalidInput(f"{name} must have at least {min_rows} row(s); got shape {array.shape}.")
+    if n_columns is not None and ndim >= 2 and array.shape[1] != n_columns:
+        raise InvalidInput(f"{name} must have {n_columns} columns; got shape {array.shape}.")
+    array = array.astype(dtype, copy=False)
+    if finite and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[:5]
+        rows = sorted({int(row[0]) for row in bad})
+        raise InvalidInput(f"{name} contains NaN or inf values (first bad rows: {rows}).")
+    return array
+
+
+def check_codes(codes: Any, name: str = "codes", latent_dim: int | None = None, min_rows: int = 1) -> np.ndarray:
+    """Return latent codes as a finite float64 array (n, d), checking d against `latent_dim`."""
+    array = check_array(codes, name, ndim=2, dtype=np.float64, min_rows=min_rows)
+    if latent_dim is not None and array.shape[1] != latent_dim:
+        raise InvalidInput(
+            f"{name} have dimension {array.shape[1]} but the decoder expects latent dimension {latent_dim}; "
+            f"got shape {array.shape}."
+        )
+    return array
+
+
+def check_labels(labels: Any, n_rows: int, name: str = "labels") -> np.ndarray | None:
+    """Return integer labels of length `n_rows` (or None), else raise InvalidInput."""
+    if labels is None:
+        return None
+    array = check_array(labels, name, ndim=1, dtype=np.int64, min_rows=0)
+    if array.shape[0] != n_rows:
+        raise InvalidInput(f"{name} must have one entry per row ({n_rows}); got {array.shape[0]}.")
+    return array
+
+
+def check_index(index: Any, name: str, n: int) -> int:
+    """Return `index` as an int in [0, n), else raise InvalidInput naming the range."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise InvalidInput(f"The {name!r} index must be an int; got {index!r}.")
+    if not 0 <= int(index) < n:
+        raise InvalidInput(f"The {name!r} index {int(index)} is out of range; expected 0 <= {name} < {n}.")
+    return int(index)
+
+
+def check_random_state(seed: Any, name: str = "seed") -> int:
+    """Return a non-negative int seed (None means 0), else raise InvalidInput."""
+    if seed is None:
+        return 0
+    return check_int(seed, name, minimum=0, maximum=2**32 - 1)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Map 'auto' | 'cpu' | 'cuda[:i]' | None to a torch.device, refusing CUDA when none is available."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInput(f"Unknown device {device!r}; expected 'auto', 'cpu' or 'cuda'.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(f"Device {device!r} was asked for but CUDA is not available on this machine; use 'cpu' or 'auto'.")
+    if resolved.type not in ("cpu", "cuda"):
+        raise InvalidInput(f"Unsupported device {device!r}; expected 'auto', 'cpu' or 'cuda'.")
+    return resolved
+
+
+def as_tensor(values: Any, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """Return `values` as a torch tensor of `dtype` on `device` (no copy when already so)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(dtype=dtype, device=device)
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
