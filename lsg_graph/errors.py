@@ -29,3 +29,7 @@ class NotFittedError(LsgGraphError, ValueError, AttributeError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative method stopped before converging; the message names the parameter to raise."""
+
+
+class DisconnectedGraphWarning(UserWarning):
+    """The latent graph had several components and was joined by bridges; the message says what to raise."""

@@ -1,0 +1,75 @@
+"""Small helpers shared by the benchmark scripts: fixed-width tables, number formatting, JSON output."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def fmt(value: Any, kind: str = "g") -> str:
+    """Format one cell: 'e' scientific (2 digits), 'pct' percent (3 significant), 's' seconds, 'x' ratio, else str."""
+    if value is None:
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if kind == "e":
+            return f"{value:.2e}"
+        if kind == "pct":
+            return f"{100.0 * value:.3f}%" if abs(value) < 0.1 else f"{100.0 * value:.2f}%"
+        if kind == "s":
+            return f"{value:.2f}"
+        if kind == "x":
+            return f"{value:.2f}x"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table(title: str, columns: Sequence[tuple[str, str, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """A fixed-width text table: columns are (key, header, kind); numbers right-aligned, text left-aligned."""
+    cells = [[fmt(row.get(key), kind) for key, _, kind in columns] for row in rows]
+    headers = [header for _, header, _ in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    text_cols = [kind == "str" for _, _, kind in columns]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.ljust(w) if is_text else v.rjust(w) for v, w, is_text in zip(values, widths, text_cols)]
+        return "  ".join(parts).rstrip()
+
+    rule = "-" * len(line(headers))
+    out = [title, rule, line(headers), rule]
+    out += [line(c) for c in cells]
+    out.append(rule)
+    return "\n".join(out)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays (and nested containers) to plain JSON types; NaN/inf become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write `payload` to benchmarks/results/<name>.json (folder created if needed); return the path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    return path

@@ -1,0 +1,115 @@
+"""Shortest paths on the latent graph: Dijkstra (scipy.sparse.csgraph) distances and node paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.sparse.csgraph import dijkstra
+
+from lsg_graph._validation import check_index
+from lsg_graph.errors import DisconnectedGraph, InvalidInput
+from lsg_graph.graph.latent_graph import LatentGraph
+
+NO_PREDECESSOR = -9999  # scipy's marker for "no predecessor"
+
+
+@dataclass(frozen=True)
+class GraphPath:
+    """A shortest graph path: node indices (m,), their codes (m, d), graph length and straight Euclidean distance."""
+
+    source: int
+    target: int
+    nodes: np.ndarray
+    points: np.ndarray
+    length: float
+    euclidean_distance: float
+
+    @property
+    def n_edges(self) -> int:
+        """Number of edges along the path."""
+        return int(len(self.nodes) - 1)
+
+
+@dataclass(frozen=True)
+class ShortestDistances:
+    """Graph distances from each source (s,) to every node: distances (s, n), predecessors (s, n) int64."""
+
+    sources: np.ndarray
+    distances: np.ndarray
+    predecessors: np.ndarray
+
+
+def check_sources(graph: LatentGraph, sources: Any, name: str = "sources") -> np.ndarray:
+    """Node indices (s,) int64 within [0, n), else InvalidInput naming the bad one."""
+    array = np.atleast_1d(np.asarray(sources))
+    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        raise InvalidInput(f"{name} must be a non-empty 1-D array of node indices; got {sources!r}.")
+    for index in array[(array < 0) | (array >= graph.n_points)][:1]:
+        check_index(int(index), name, graph.n_points)
+    return array.astype(np.int64)
+
+
+def shortest_distances(graph: LatentGraph, sources: Any, limit: float = np.inf) -> ShortestDistances:
+    """Dijkstra from every source (multi-source): distances (s, n) in metric length units; inf where unreachable."""
+    sources = check_sources(graph, sources)
+    distances, predecessors = dijkstra(graph.weights, directed=False, indices=sources, return_predecessors=True, limit=limit)
+    return ShortestDistances(sources, np.atleast_2d(distances), np.atleast_2d(predecessors).astype(np.int64))
+
+
+def nearest_source_distances(graph: LatentGraph, sources: Any) -> tuple[np.ndarray, np.ndarray]:
+    """One Dijkstra from all sources at once: distance (n,) to the nearest source and that source's position (n,)."""
+    sources = check_sources(graph, sources)
+    distances, _, nearest = dijkstra(graph.weights, directed=False, indices=sources, min_only=True, return_predecessors=True)
+    position = np.full(graph.n_points, -1, dtype=np.int64)
+    reached = nearest >= 0
+    position[reached] = np.searchsorted(np.sort(sources), nearest[reached])
+    order = np.argsort(sources, kind="stable")
+    position[reached] = order[position[reached]]
+    return distances, position
+
+
+def path_nodes(predecessors: np.ndarray, source: int, target: int) -> np.ndarray:
+    """Node indices (m,) from source to target read off one predecessor row (n,)."""
+    nodes = [target]
+    while nodes[-1] != source:
+        previous = int(predecessors[nodes[-1]])
+        if previous == NO_PREDECESSOR or previous < 0:
+            raise DisconnectedGraph(f"Node {target} cannot be reached from node {source}: they lie in different components.")
+        nodes.append(previous)
+    return np.array(nodes[::-1], dtype=np.int64)
+
+
+def shortest_path(graph: LatentGraph, source: int, target: int) -> GraphPath:
+    """The shortest graph path between two node indices."""
+    return shortest_paths(graph, [(source, target)])[0]
+
+
+def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.ndarray) -> list[GraphPath]:
+    """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
+        raise InvalidInput(f"pairs must be an array of shape (m, 2) with m >= 1; got shape {pairs.shape}.")
+    check_sources(graph, pairs[:, 0], "source")
+    check_sources(graph, pairs[:, 1], "target")
+    unique_sources = np.unique(pairs[:, 0])
+    result = shortest_distances(graph, unique_sources)
+    row_of = {int(source): row for row, source in enumerate(unique_sources)}
+    paths = []
+    for source, target in pairs.tolist():
+        row = row_of[source]
+        nodes = path_nodes(result.predecessors[row], source, target)
+        euclidean = float(np.linalg.norm(graph.codes[target] - graph.codes[source]))
+        length = float(result.distances[row, target])
+        paths.append(GraphPath(source, target, nodes, graph.codes[nodes], length, euclidean))
+    return paths
+
+
+def graph_distances(graph: LatentGraph, sources: Any, targets: Any = None) -> np.ndarray:
+    """Graph distance matrix (s, t) between source and target node indices (targets default to all nodes)."""
+    result = shortest_distances(graph, sources)
+    if targets is None:
+        return result.distances
+    return result.distances[:, check_sources(graph, targets, "targets")]

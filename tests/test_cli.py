@@ -1,0 +1,114 @@
+"""The command-line app: commands run end to end, help is useful, library errors are one line and exit code 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory made by `lsg-graph build` with no options (in a fresh working directory)."""
+    work = tmp_path_factory.mktemp("work")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        result = runner.invoke(app, ["build", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "Trained a model on digits" in result.output
+    assert "Latent graph of 1797 codes" in result.output
+    return work / "lsg-out"
+
+
+def test_build_with_no_arguments_writes_model_graph_and_manifest(built_run: Path) -> None:
+    """`lsg-graph build` trains the default model and saves model, graph and manifest."""
+    for name in ("model.safetensors", "model.json", "graph.npz", "manifest.json"):
+        assert (built_run / name).is_file(), name
+
+
+def test_geodesic_between_indices(built_run: Path) -> None:
+    """`lsg-graph geodesic --from I --to J` prints graph distance, Euclidean distance and the path."""
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "0", "--to", "100"])
+    assert result.exit_code == 0, result.output
+    assert "graph distance" in result.output and "euclidean distance" in result.output
+    assert "0 -> " in result.output and result.output.strip().endswith("100")
+
+
+def test_geodesic_from_coordinates(built_run: Path) -> None:
+    """Coordinates are attached to the graph and a path is found."""
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "0.1,0.2", "--to", "5"])
+    assert result.exit_code == 0, result.output
+    assert "path" in result.output
+
+
+def test_rebuild_with_options_uses_existing_model(built_run: Path) -> None:
+    """A second build with other options reuses the trained model."""
+    result = runner.invoke(app, ["build", "--run", str(built_run), "--k", "6", "--backend", "torch", "--candidates", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "Trained a model" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["geodesic", "--from", "0", "--to", "99999"], "out of range"),
+        (["geodesic", "--from", "0", "--to", "a,b"], "Coordinates must be comma-separated numbers"),
+        (["build", "--k", "0"], "'k' parameter must be an int >= 1; got 0"),
+        (["build", "--backend", "annoy"], "Unknown kNN backend 'annoy'"),
+        (["build", "--device", "tpu"], "device"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_1(built_run: Path, args: list[str], message: str) -> None:
+    """Library errors reach the user as 'Error: ...' and exit code 1, never a traceback."""
+    result = runner.invoke(app, [*args, "--run", str(built_run)])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--data", "mnist"], "Unknown dataset 'mnist'"),
+        (["train", "--data", "idx:/no/such/folder"], "/no/such/folder"),
+        (["train", "--latent-dim", "0"], "'latent_dim' parameter must be an int >= 1; got 0"),
+        (["train", "--epochs", "0"], "'epochs' parameter must be an int >= 1; got 0"),
+    ],
+)
+def test_train_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    """Bad training input is refused with a message naming the value."""
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+
+
+def test_train_on_user_arrays(tmp_path: Path) -> None:
+    """`lsg-graph train --data npz:FILE` trains on user arrays and reports the held-out ELBO and where it saved."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (200, 10)).astype(np.float32), y=rng.integers(0, 3, 200))
+    result = runner.invoke(
+        app, ["train", "--data", f"npz:{tmp_path / 'data.npz'}", "--epochs", "3", "--rbf-epochs", "1", "--out", str(tmp_path / "run"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out ELBO" in result.output and str(tmp_path / "run") in result.output
+
+
+def test_missing_graph_is_explained(tmp_path: Path) -> None:
+    """`geodesic` on a run without a graph says to build it first."""
+    result = runner.invoke(app, ["geodesic", "--run", str(tmp_path), "--from", "0", "--to", "1"])
+    assert result.exit_code == 1
+    assert "lsg-graph build" in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["build"], ["geodesic"], ["evaluate"]])
+def test_help_is_available(command: list[str]) -> None:
+    """`--help` works for the app and every command."""
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
