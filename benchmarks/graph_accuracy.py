@@ -15,7 +15,7 @@ Usage:  .venv/bin/python benchmarks/graph_accuracy.py [--quick] [--seed S] [--si
 3. An anisotropic case, x = diag(1, 20) z (LinearDecoder): straight segments are geodesics and the quadrature is
    exact, so every error comes from the graph, and Euclidean latent neighbours are far from metric neighbours.
    Codes are drawn from the cube [-1, 1]^2 (image: a 2 x 40 strip) and from A^-1 [-1, 1]^2 (image: a square),
-   with an extra candidate factor c = 10.
+   with an extra candidate factor c = 10, at the sizes N <= 3000 only (at fixed k the error hardly depends on N).
 4. A conclusion: which (k, c) reach a median error <= 2 % at N = 3000 on both curved surfaces, and a default.
 
 Tables are printed; the same rows go to benchmarks/results/graph_accuracy.json.
@@ -31,8 +31,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import torch
+from scipy.special import roots_legendre
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -119,6 +121,28 @@ def polyline_lengths(decoder: AnalyticDecoder, starts: np.ndarray, ends: np.ndar
     return out
 
 
+def reference_lengths(
+    metric: PullbackMetric, starts: np.ndarray, ends: np.ndarray, rule: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The same Gauss-Legendre sum as edge_lengths, with a precomputed REFERENCE_NODES-node rule on [0, 1].
+
+    edge_lengths builds its rule with numpy's leggauss on every call, a T x T eigenvalue problem (seconds at
+    T = 2000 on this machine); scipy's roots_legendre (Newton iterations) gives the same rule in a fraction.
+    """
+    nodes, weights = (torch.as_tensor(x, dtype=torch.float64) for x in rule)
+    out = np.empty(len(starts))
+    per_chunk = max(1, 65536 // len(nodes))
+    with torch.no_grad():
+        for begin in range(0, len(starts), per_chunk):
+            a = torch.as_tensor(starts[begin : begin + per_chunk], dtype=torch.float64)
+            step = torch.as_tensor(ends[begin : begin + per_chunk], dtype=torch.float64) - a
+            points = (a[:, None, :] + nodes[None, :, None] * step[:, None, :]).reshape(-1, a.shape[1])
+            directions = step[:, None, :].expand(-1, len(nodes), -1).reshape(-1, a.shape[1])
+            speeds = metric.inner(points, directions).clamp_min(0).sqrt().reshape(-1, len(nodes))
+            out[begin : begin + per_chunk] = (speeds @ weights).numpy()
+    return out
+
+
 def quadrature_edge_sets(decoder: AnalyticDecoder, n_edges: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Edge sets (starts, ends): kNN edges (10 nearest), far candidate edges (neighbours 81-90), random pairs."""
     rng = np.random.default_rng(seed)
@@ -141,10 +165,12 @@ def quadrature_edge_sets(decoder: AnalyticDecoder, n_edges: int, seed: int) -> d
 def quadrature_study(n_edges: int, seed: int) -> list[dict[str, Any]]:
     """Relative errors of T-node edge lengths against the 2000-node and the polyline references."""
     rows = []
+    nodes, weights = roots_legendre(REFERENCE_NODES)
+    rule = ((nodes + 1.0) / 2.0, weights / 2.0)
     for name, (decoder, _) in CURVED.items():
         metric = PullbackMetric(decoder)
         for edges, (starts, ends) in quadrature_edge_sets(decoder, n_edges, seed).items():
-            gl_ref = edge_lengths(metric, starts, ends, n_nodes=REFERENCE_NODES)
+            gl_ref = reference_lengths(metric, starts, ends, rule)
             poly_ref = polyline_lengths(decoder, starts, ends, POLYLINE_POINTS)
             agreement = np.abs(gl_ref - poly_ref) / poly_ref
             base = {
@@ -441,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", type=int, nargs="+", default=None, help="graph sizes N (default 1000 3000 10000; quick: 1000)"
     )
     parser.add_argument("--sources", type=int, default=20, help="Dijkstra sources per graph (default 20)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads (default 1)")
     parser.add_argument(
         "--repeats", type=int, default=2, help="builds per setting; the fastest is reported (default 2)"
     )
@@ -449,11 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # One thread by default: on a shared 2-core machine, two OpenMP threads that have to wait for each other made
+    # edge lengths 5-8x slower (wall) than one thread whenever other jobs were running.
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
     started = time.perf_counter()
     sizes = tuple(args.sizes) if args.sizes else ((1000,) if args.quick else (1000, 3000, 10000))
     ks = (5, 10, 20) if args.quick else (5, 10, 20, 30)
     factors = (1, 3)
+    aniso_sizes = tuple(n for n in sizes if n <= 3000) or sizes[:1]  # N barely matters at fixed k (see section 2)
     aniso_factors = factors if (args.quick or args.no_aniso_c10) else (1, 3, 10)
     n_edges = 500 if args.quick else 2000
     print(
@@ -528,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     aniso_rows = []
     for name, (decoder, diameter) in anisotropic_cases().items():
         aniso_rows += graph_errors(
-            name, decoder, diameter, sizes, ks, aniso_factors, args.sources, args.seed, args.repeats
+            name, decoder, diameter, aniso_sizes, ks, aniso_factors, args.sources, args.seed, args.repeats
         )
     aniso_s = time.perf_counter() - t0
     aniso_side = side_by_side(aniso_rows, aniso_factors)
@@ -566,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ks": ks,
                 "factors": factors,
                 "anisotropic_factors": aniso_factors,
+                "anisotropic_sizes": aniso_sizes,
                 "sources": args.sources,
                 "python": platform.python_version(),
                 "torch": torch.__version__,

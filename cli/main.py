@@ -37,6 +37,9 @@ def handle_errors(command: F) -> F:
         except LsgGraphError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=1) from None
+        except OSError as exc:  # disk full, permission denied, ...: the system's own message, no traceback
+            typer.echo(f"Error: cannot read or write {exc.filename or 'a file'!s}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(code=1) from None
         for warning in caught:
             if issubclass(warning.category, UserWarning):
                 typer.echo(f"Warning: {warning.message}", err=True)
@@ -100,7 +103,7 @@ def evaluate(
 def build(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     data: str | None = typer.Option(None, help="Data to encode (default: what the model was trained on)."),
-    k: int = typer.Option(10, "--k", help="Neighbours per code."),
+    k: int = typer.Option(20, "--k", help="Neighbours per code (20: <= 2% median distance error on the analytic surfaces, see benchmarks/)."),
     nodes: int = typer.Option(8, help="Gauss-Legendre nodes per edge for the metric length."),
     backend: str = typer.Option("auto", help="kNN backend: 'auto', 'faiss', 'torch' or 'kdtree' ('auto': kdtree for d <= 16 on CPU, faiss-gpu or torch on CUDA)."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
@@ -129,20 +132,108 @@ def build(
 def geodesic(
     source: str = typer.Option(..., "--from", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     target: str = typer.Option(..., "--to", help="End: a node index or latent coordinates."),
+    refine: str = typer.Option("shooting", help="Refinement of the graph path: 'shooting', 'multiple_shooting', 'energy' or 'none'."),
+    out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (used when coordinates must be attached)."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
 ) -> None:
-    """Print the graph (metric) distance, the Euclidean distance and the node path between two points."""
-    from lsg_graph.pipeline import graph_geodesic, parse_point
+    """Print the graph distance, the refined geodesic length, the Euclidean distance and the node path."""
+    from lsg_graph.pipeline import geodesic_run, parse_point
 
-    path = graph_geodesic(run, parse_point(source), parse_point(target), device=device)
-    _echo_table(
-        [
-            ("graph distance", f"{path.length:.6g}"),
-            ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
-            ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
+    summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device)
+    path, refined = summary.path, summary.refined
+    rows = [("graph length", f"{path.length:.6g}")]
+    if refined is not None:
+        rows += [
+            ("refined length", f"{refined.length:.6g} ({100 * refined.improvement:.2f}% shorter)"),
+            ("converged", f"{refined.converged} (method {refined.method}, {refined.n_iter} iterations)"),
         ]
-    )
+        if refined.message:
+            rows.append(("note", refined.message))
+    rows += [
+        ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
+        ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
+    ]
+    if summary.saved is not None:
+        rows.append(("saved", str(summary.saved)))
+    _echo_table(rows)
+
+
+@app.command()
+@handle_errors
+def cluster(
+    k: int = typer.Option(10, "--k", help="Number of clusters."),
+    run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
+    seed: int = typer.Option(0, help="Seed of the k-means++ initialisation."),
+    n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means (the best inertia is kept)."),
+    no_figure: bool = typer.Option(False, "--no-figure", help="Do not write clusters.png."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+) -> None:
+    """Geodesic k-means of the run's codes next to Euclidean k-means; writes clusters.csv and clusters.png."""
+    from lsg_graph.pipeline import cluster_run
+
+    summary = cluster_run(run, k, seed=seed, n_init=n_init, figure=not no_figure, device=device)
+    geodesic_result = summary.geodesic
+    typer.echo(f"{summary.n_clusters} clusters of {len(geodesic_result.labels)} codes "
+               f"({geodesic_result.n_iter} iterations, {geodesic_result.seconds:.2f} s):")
+    if geodesic_result.scores is not None:
+        names = list(geodesic_result.scores)
+        typer.echo("  " + "method".ljust(12) + "".join(name.rjust(12) for name in names))
+        for method, scores in (("geodesic", geodesic_result.scores), ("euclidean", summary.euclidean_scores)):
+            typer.echo("  " + method.ljust(12) + "".join(f"{scores[name]:12.3f}" for name in names))
+    rows = [("cluster sizes", " ".join(map(str, geodesic_result.cluster_sizes.tolist()))), ("labels", str(summary.labels_path))]
+    if summary.figure_path is not None:
+        rows.append(("figure", str(summary.figure_path)))
+    _echo_table(rows)
+
+
+@app.command()
+@handle_errors
+def walk(
+    start: int = typer.Option(0, help="Index of the code the walkers start from."),
+    steps: int = typer.Option(100, help="Steps per walker."),
+    kind: str = typer.Option("metric", help="'metric' (covariance s M^-1), 'euclidean' (s I) or 'brownian' (metric + drift)."),
+    step_size: float = typer.Option(1e-3, "--step-size", help="Step size s (latent units squared)."),
+    walkers: int = typer.Option(8, help="Number of walkers."),
+    seed: int = typer.Option(0, help="Seed of the walk noise."),
+    run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Only write the trajectories."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+) -> None:
+    """Random walks in the latent space; writes trajectories (.npy), the walks on the map and decoded images (PNG)."""
+    from lsg_graph.pipeline import walk_run
+
+    summary = walk_run(run, start, n_steps=steps, kind=kind, step_size=step_size, n_walkers=walkers, seed=seed,
+                       figures=not no_figures, device=device)
+    result = summary.result
+    typer.echo(f"{result.n_walkers} {result.kind} walkers x {result.n_steps} steps from code {start}:")
+    rows = [
+        ("mean latent step", f"{result.mean_step_length:.4g}"),
+        ("held steps (singular M)", str(result.n_singular)),
+        ("trajectories", str(summary.trajectories_path)),
+    ]
+    rows += [(name, str(path)) for name, path in (("map", summary.map_path), ("image strip", summary.strip_path)) if path]
+    _echo_table(rows)
+
+
+@app.command()
+@handle_errors
+def plot(
+    pairs: int = typer.Option(3, "--pairs", help="Number of seeded node pairs whose geodesics are drawn."),
+    refine: str = typer.Option("shooting", help="'shooting', 'multiple_shooting', 'energy' or 'none' (graph paths)."),
+    seed: int = typer.Option(0, help="Seed of the pair choice."),
+    out: Path | None = typer.Option(None, help="PNG file (default RUN/magnification.png)."),
+    run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+) -> None:
+    """Draw the magnification factor log sqrt(det M) with the codes, geodesics and straight lines as a PNG."""
+    from lsg_graph.pipeline import plot_run
+
+    summary = plot_run(run, n_pairs=pairs, refine=refine, seed=seed, out=out, device=device)
+    for pair, result in zip(summary.pairs.tolist(), summary.geodesics or [None] * len(summary.pairs)):
+        detail = "" if result is None else f": geodesic {result.length:.4g} vs graph {result.graph_length:.4g} ({result.method})"
+        typer.echo(f"  pair {pair[0]} -> {pair[1]}{detail}")
+    typer.echo(f"Wrote {summary.path}")
 
 
 def main() -> None:

@@ -69,7 +69,8 @@ def check_array(
     n_columns: int | None = None,
     finite: bool = True,
 ) -> np.ndarray:
-    """Return `values` as a numpy array of `ndim` dims and `dtype`, checking shape, emptiness and finiteness."""
+    """Return `values` as a numpy array of `ndim` dims and `dtype` (None: keep its own), checking shape, emptiness
+    and finiteness; complex, string and object arrays are refused."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     try:
@@ -78,18 +79,22 @@ def check_array(
         raise InvalidInput(f"{name} could not be read as an array: {exc}") from exc
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise InvalidInput(f"{name} must hold numbers; got an array of dtype {array.dtype}.")
+    if np.iscomplexobj(array):
+        raise InvalidInput(f"{name} must hold real numbers; got an array of dtype {array.dtype}.")
     if array.ndim != ndim:
         raise InvalidInput(f"{name} must be a {ndim}-D array; got shape {array.shape}.")
     if array.shape[0] < min_rows:
         raise InvalidInput(f"{name} must have at least {min_rows} row(s); got shape {array.shape}.")
     if n_columns is not None and ndim >= 2 and array.shape[1] != n_columns:
         raise InvalidInput(f"{name} must have {n_columns} columns; got shape {array.shape}.")
-    array = array.astype(dtype, copy=False)
-    if finite and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = np.argwhere(~np.isfinite(array))[:5]
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array if dtype is None else array.astype(dtype, copy=False)
+    if finite and np.issubdtype(converted.dtype, np.floating) and not np.isfinite(converted).all():
+        bad = np.argwhere(~np.isfinite(converted))[:5]
         rows = sorted({int(row[0]) for row in bad})
-        raise InvalidInput(f"{name} contains NaN or inf values (first bad rows: {rows}).")
-    return array
+        overflow = "" if converted.dtype == array.dtype else f" (or values too large for {converted.dtype})"
+        raise InvalidInput(f"{name} contains NaN or inf values{overflow} (first bad rows: {rows}).")
+    return converted
 
 
 def check_codes(codes: Any, name: str = "codes", latent_dim: int | None = None, min_rows: int = 1) -> np.ndarray:
@@ -107,10 +112,20 @@ def check_labels(labels: Any, n_rows: int, name: str = "labels") -> np.ndarray |
     """Return integer labels of length `n_rows` (or None), else raise InvalidInput."""
     if labels is None:
         return None
-    array = check_array(labels, name, ndim=1, dtype=np.int64, min_rows=0)
+    array = check_array(labels, name, ndim=1, dtype=None, min_rows=0, finite=False)
     if array.shape[0] != n_rows:
         raise InvalidInput(f"{name} must have one entry per row ({n_rows}); got {array.shape[0]}.")
-    return array
+    if not np.issubdtype(array.dtype, np.integer) and array.dtype != bool:
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(array) & (array == np.round(array)) & (np.abs(array) < 2.0**63)
+        if not integral.all():
+            bad = np.flatnonzero(~integral)[:5]
+            raise InvalidInput(
+                f"{name} must be integers; got non-integral value(s) {array[bad].tolist()} at rows {bad.tolist()}."
+            )
+    elif array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
+        raise InvalidInput(f"{name} must fit in int64; got the value {int(array.max())}.")
+    return array.astype(np.int64)
 
 
 def check_index(index: Any, name: str, n: int) -> int:

@@ -167,7 +167,9 @@ def _check_labels(labels: Any, n_rows: int) -> np.ndarray | None:
         raise InvalidInput(f"labels must be a 1-D array (n_samples,); got shape {array.shape} (use ravel() if (n, 1)).")
     _check_label_count(array.shape[0], n_rows)
     if np.issubdtype(array.dtype, np.floating):
-        bad_rows = np.flatnonzero(~(np.isfinite(array) & (array == np.round(array))))
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(array) & (array == np.round(array)) & (np.abs(array) < 2.0**63)
+        bad_rows = np.flatnonzero(~integral)
         if bad_rows.size:
             raise InvalidInput(
                 f"labels must be integers; got {bad_rows.size} non-integral value(s), e.g. "
@@ -466,7 +468,7 @@ def _np_load(file: Path) -> Any:
         if "pickle" in str(exc).lower():
             raise InvalidInput(_pickle_message(file)) from exc
         raise InvalidInput(f"Array file {str(file)!r} could not be read as .npy/.npz: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         raise InvalidInput(f"Array file {str(file)!r} is corrupt or truncated: {exc}") from exc
 
 
@@ -503,7 +505,7 @@ def _npz_member(archive: Any, file: Path, keys: tuple[str, ...], required: bool)
                 f"(store numeric arrays)."
             ) from exc
         raise InvalidInput(f"Array {found[0]!r} in {str(file)!r} could not be read: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         raise InvalidInput(f"Array {found[0]!r} in {str(file)!r} is corrupt or truncated: {exc}") from exc
 
 

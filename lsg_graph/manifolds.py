@@ -99,14 +99,10 @@ class LinearDecoder(AnalyticDecoder):
         matrix = DEFAULT_MATRIX if matrix is None else matrix
         self.matrix = check_array(matrix, "matrix", ndim=2).copy()
         self.output_dim, self.latent_dim = self.matrix.shape
-        self._cache: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     def _matrix(self, like: Tensor) -> Tensor:
-        """A as a tensor in like's dtype and device (cached)."""
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            self._cache[key] = torch.as_tensor(self.matrix, dtype=like.dtype, device=like.device)
-        return self._cache[key]
+        """A as a tensor in like's dtype and device (made per call: a cache would keep tensors from inside jvp)."""
+        return torch.as_tensor(self.matrix, dtype=like.dtype, device=like.device)
 
     def embed(self, z: Tensor) -> Tensor:
         """Return A z for every row: (n, D)."""

@@ -9,6 +9,7 @@ follows `lsg_graph.decoder` works. Autograd is left to the caller: every result 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,13 +19,31 @@ from torch import Tensor
 
 from lsg_graph._validation import check_float, check_positive_int
 from lsg_graph.decoder import Decoder, as_decoder, decoder_device_dtype
-from lsg_graph.errors import DecoderError, InvalidInput
+from lsg_graph.errors import DecoderError, InvalidInput, LsgGraphError
 
 
 def _safe_sqrt(values: Tensor) -> Tensor:
     """Return sqrt(values) for values >= 0 with gradient 0 (not inf/NaN) where values == 0."""
     positive = values > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, values, torch.ones_like(values))), 0.0)
+
+
+_TORCH_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError: torch >= 2.5
+
+
+@contextlib.contextmanager
+def _decoder_failures(what: str) -> Iterator[None]:
+    """Re-raise an exception of the user's decoder while computing `what` as DecoderError (out-of-memory excepted)."""
+    try:
+        yield
+    except (LsgGraphError, MemoryError, _TORCH_OOM):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure inside the decoder call is the decoder's
+        raise DecoderError(
+            f"The decoder raised {type(exc).__name__} while computing {what}: {exc}. Decoders must be batched, "
+            "row-wise independent torch functions that forward-mode AD can differentiate (no .numpy() or .item() on "
+            "z, no in-place changes of z; custom autograd Functions need a jvp)."
+        ) from exc
 
 
 class PullbackMetric:
@@ -144,7 +163,8 @@ class PullbackMetric:
         """
         if z.shape[0] == 0:
             return z.new_zeros(0, self._n_outputs(z))
-        value, derivative = torch.func.jvp(self._g, (z,), (v,))
+        with _decoder_failures("forward-mode derivatives (torch.func.jvp)"):
+            value, derivative = torch.func.jvp(self._g, (z,), (v,))
         return derivative + 0.0 * value.detach()
 
     def _n_outputs(self, like: Tensor) -> int:
@@ -168,14 +188,17 @@ class PullbackMetric:
         def directional(x: Tensor) -> Tensor:
             return torch.func.jvp(self._g, (x,), (v,))[1]
 
-        return torch.func.jvp(directional, (z,), (v,))[1]
+        with _decoder_failures("second directional derivatives (a jvp of a jvp)"):
+            return torch.func.jvp(directional, (z,), (v,))[1]
 
     # ----------------------------------------------------------------------------------------------- public API
 
     def stacked(self, z: Any) -> Tensor:
         """Return g(z) = cat(mean, std) (n, 2D), or the mean (n, D) for a deterministic decoder."""
         z = self._tensor(z, "z", ndim=2)
-        return self._check_finite(self._map_chunks(self._g, (z,), 1), (z,), "the decoder output")
+        with _decoder_failures("its output"):
+            stacked = self._map_chunks(self._g, (z,), 1)
+        return self._check_finite(stacked, (z,), "the decoder output")
 
     def metric_tensor(self, z: Any) -> Tensor:
         """Return the exact metric tensors M(z_i) = J^T J (n, d, d), by forward-mode AD (no finite differences)."""

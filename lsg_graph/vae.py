@@ -68,6 +68,7 @@ PAPER_RATIO = 10.0  # the paper's claim: the RBF decoder's sigma at 3R is at lea
 _ENCODER_MIN_STD = 1e-4
 _LOG_2PI = math.log(2.0 * math.pi)
 _ELBO_SAMPLES = 8  # Monte Carlo samples per point for the held-out ELBO in the training report
+_TIMING_KEYS = ("seconds",)  # train-report entries that vary between identical runs (kept out of the weights file)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -330,16 +331,19 @@ class VAE(nn.Module):
         """
         run_dir = Path(run_dir)
         path = run_dir / MODEL_FILE
+        report = dict(self.train_summary or {})
         meta = {
             "format": MODEL_KIND,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "rbf_fitted": bool(self.rbf_fitted),
             "dtype": str(self._like().dtype).removeprefix("torch."),
-            "train_report": self.train_summary or {},
+            # timings vary from run to run: they go to model.json, not into the weights file, which stays
+            # byte-identical for the same seed on the same machine
+            "train_report": {name: value for name, value in report.items() if name not in _TIMING_KEYS},
         }
         save_tensors(path, dict(self.state_dict()), meta)
-        summary = dict(meta)
+        summary = dict(meta, train_report=report)
         summary["note"] = f"Human-readable copy; the configuration stored in {MODEL_FILE} is authoritative."
         write_json(run_dir / MODEL_JSON, summary)
         update_manifest(run_dir, "model", [MODEL_FILE, MODEL_JSON], params=self.config.to_dict())
@@ -349,9 +353,17 @@ class VAE(nn.Module):
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         """Load a model saved by `save` (no pickle), checking format, version, checksum, tensor names and shapes."""
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
+        if not run_dir.exists():
             raise ArtifactError(f"The run directory {str(run_dir)!r} does not exist.")
+        if not run_dir.is_dir():
+            raise ArtifactError(f"The run directory {str(run_dir)!r} is a file, not a directory.")
         path = run_dir / MODEL_FILE
+        if not path.exists():
+            raise ArtifactError(
+                f"No trained model in {str(run_dir)!r}: {str(path)!r} does not exist; train one first with "
+                f"'lsg-graph train --out {run_dir}'."
+            )
+        device = resolve_device(device)
         tensors, meta = load_tensors(path, MODEL_KIND)
         try:
             config = VAEConfig.from_dict(meta.get("config"))  # type: ignore[arg-type]
@@ -360,13 +372,16 @@ class VAE(nn.Module):
         rbf_fitted = meta.get("rbf_fitted")
         if not isinstance(rbf_fitted, bool):
             raise ArtifactError(f"{str(path)!r} has no valid 'rbf_fitted' flag (got {rbf_fitted!r}).")
+        with torch.device("meta"):  # shapes only: a forged config cannot make us allocate before the check
+            skeleton = cls(config)
+        _check_state(path, tensors, skeleton.state_dict())
         model = cls(config)
-        _check_state(path, tensors, model.state_dict())
         model.to(next(iter(tensors.values())).dtype)
         model.load_state_dict(tensors)
         model.rbf_fitted = rbf_fitted
-        model.train_summary = meta.get("train_report") or None
-        return model.to(resolve_device(device)).eval()
+        report = meta.get("train_report")
+        model.train_summary = report if isinstance(report, dict) and report else None
+        return model.to(device).eval()
 
 
 def _check_state(path: Path, tensors: dict[str, Tensor], expected: Mapping[str, Tensor]) -> None:
@@ -389,6 +404,11 @@ def _check_state(path: Path, tensors: dict[str, Tensor], expected: Mapping[str, 
         raise ArtifactError(
             f"{str(path)!r} holds tensors of dtypes {sorted(map(str, dtypes))}; expected one float dtype."
         )
+    for name, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise ArtifactError(
+                f"{str(path)!r}: tensor {name!r} holds NaN or inf values; the model diverged or the file was altered."
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -567,6 +587,7 @@ def _train_stage1(vae: VAE, data: Tensor, generator: torch.Generator, bar: Any) 
             optimizer.step()
             total += float(loss.detach()) * index.numel()
         losses.append(total / data.shape[0])
+        _check_not_diverged(losses[-1], 1, len(losses), data, "learning_rate", config.learning_rate)
         bar.set_postfix(stage=1, loss=f"{losses[-1]:.2f}")
         bar.update(1)
     return losses
@@ -579,6 +600,8 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
 
     config, rbf = vae.config, vae.rbf_std
     codes = vae.encoder(data)[0].double().numpy()
+    if not np.isfinite(codes).all():
+        _check_not_diverged(float("nan"), 1, config.epochs, data, "learning_rate", config.learning_rate)
     n_clusters = min(config.n_centers, codes.shape[0])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Number of distinct clusters")  # duplicate codes: fewer clusters
@@ -589,12 +612,24 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
         [distances[kmeans.labels_ == k].mean() if np.any(kmeans.labels_ == k) else 0.0 for k in range(n_clusters)]
     )
     positive = spreads[spreads > 0]
-    floor = 0.1 * float(np.median(positive)) if positive.size else 1e-3
+    if positive.size:
+        floor = 0.1 * float(np.median(positive))
+    else:  # every cluster is a single code (n_centers >= distinct codes): use the spacing of the centres
+        floor = 0.5 * _median_nearest_spacing(centers) or 1e-3
     spreads = np.maximum(spreads, max(floor, 1e-6))
     gammas = 0.5 / (config.rbf_bandwidth_scale * spreads) ** 2
     rbf.centers.copy_(torch.as_tensor(centers, dtype=rbf.centers.dtype))
     rbf.gammas.copy_(torch.as_tensor(gammas, dtype=rbf.gammas.dtype))
     rbf.weight_free.copy_(_inverse_softplus(_initial_weights(vae, data, generator)))
+
+
+def _median_nearest_spacing(centers: np.ndarray) -> float:
+    """Median distance from each centre (K, d) to its nearest other centre; 0 for fewer than two centres."""
+    if len(centers) < 2:
+        return 0.0
+    distances = np.linalg.norm(centers[:, None, :] - centers[None, :, :], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    return float(np.median(distances.min(axis=1)))
 
 
 def _initial_weights(
@@ -611,11 +646,25 @@ def _initial_weights(
     squared = ((data - vae.mean_decoder(z)) ** 2).double().flatten(0, 1)  # (S n, D)
     activations = rbf.activations(z).double().flatten(0, 1)  # (S n, K)
     denominator = activations.T @ squared + 1e-12  # (K, D)
-    weights = (activations.sum(0, keepdim=True).T / denominator) / activations.sum(1).mean()  # (K, D)
+    # the normaliser is 0 when every activation underflows (codes far from all centres in bandwidth units)
+    normaliser = activations.sum(1).mean().clamp_min(torch.finfo(activations.dtype).tiny)
+    weights = (activations.sum(0, keepdim=True).T / denominator) / normaliser  # (K, D)
     for _ in range(n_iter):
         beta = activations @ weights + config.zeta
         weights = weights * (activations.T @ (1.0 / beta)) / denominator
     return weights.T.clamp(1e-6, 1e12).to(rbf.weight_free.dtype)
+
+
+def _check_not_diverged(loss: float, stage: int, epoch: int, data: Tensor, rate_name: str, rate: float) -> None:
+    """Raise InvalidInput when training produced a non-finite loss (or codes), naming the data range and the rate."""
+    if math.isfinite(loss):
+        return
+    low, high = float(data.min()), float(data.max())
+    raise InvalidInput(
+        f"Training diverged: stage {stage} reached a non-finite loss ({loss}) at epoch {epoch}. The training data span "
+        f"[{low:.3g}, {high:.3g}]; standardise or rescale them (values of order 1 work best) or lower "
+        f"{rate_name!r} (now {rate:g})."
+    )
 
 
 def _inverse_softplus(values: Tensor) -> Tensor:
@@ -643,6 +692,7 @@ def _train_stage2(vae: VAE, data: Tensor, generator: torch.Generator, bar: Any) 
             optimizer.step()
             total += float(loss.detach()) * index.numel()
         losses.append(total / data.shape[0])
+        _check_not_diverged(losses[-1], 2, len(losses), data, "rbf_learning_rate", config.rbf_learning_rate)
         bar.set_postfix(stage=2, loss=f"{losses[-1]:.2f}")
         bar.update(1)
     vae.rbf_fitted = True

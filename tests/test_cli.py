@@ -36,7 +36,7 @@ def test_geodesic_between_indices(built_run: Path) -> None:
     """`lsg-graph geodesic --from I --to J` prints graph distance, Euclidean distance and the path."""
     result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "0", "--to", "100"])
     assert result.exit_code == 0, result.output
-    assert "graph distance" in result.output and "euclidean distance" in result.output
+    assert "graph length" in result.output and "refined length" in result.output and "euclidean distance" in result.output
     assert "0 -> " in result.output and result.output.strip().endswith("100")
 
 
@@ -59,9 +59,19 @@ def test_rebuild_with_options_uses_existing_model(built_run: Path) -> None:
     [
         (["geodesic", "--from", "0", "--to", "99999"], "out of range"),
         (["geodesic", "--from", "0", "--to", "a,b"], "Coordinates must be comma-separated numbers"),
+        (["geodesic", "--from", "0.5,1,2", "--to", "0.1,0.2"], "coordinates have dimension 3 but the decoder expects latent dimension 2"),
         (["build", "--k", "0"], "'k' parameter must be an int >= 1; got 0"),
         (["build", "--backend", "annoy"], "Unknown kNN backend 'annoy'"),
         (["build", "--device", "tpu"], "device"),
+        (["geodesic", "--from", "0", "--to", "1", "--refine", "magic"], "Unknown refinement method 'magic'"),
+        (["geodesic", "--from", "0", "--to", "1", "--out", "curve.txt"], "must end in .npy or .csv"),
+        (["cluster", "--k", "0"], "'n_clusters' parameter must be an int >= 1; got 0"),
+        (["cluster", "--k", "5000"], "'n_clusters' parameter must be an int <= 1797; got 5000"),
+        (["walk", "--kind", "levy"], "Unknown walk kind 'levy'; expected one of: 'euclidean', 'metric', 'brownian'"),
+        (["walk", "--steps", "0"], "n_steps"),
+        (["walk", "--step-size", "0"], "step_size"),
+        (["walk", "--start", "1797"], "out of range"),
+        (["plot", "--pairs", "0"], "'n_pairs' parameter must be an int >= 1; got 0"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_1(built_run: Path, args: list[str], message: str) -> None:
@@ -106,9 +116,41 @@ def test_missing_graph_is_explained(tmp_path: Path) -> None:
     assert "lsg-graph build" in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["build"], ["geodesic"], ["evaluate"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["build"], ["geodesic"], ["evaluate"], ["cluster"], ["walk"], ["plot"]])
 def test_help_is_available(command: list[str]) -> None:
     """`--help` works for the app and every command."""
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("refine", ["shooting", "energy", "none"])
+def test_geodesic_refined_and_written(built_run: Path, tmp_path: Path, refine: str) -> None:
+    """`--refine` reports graph and refined lengths; `--out` writes the curve as .npy or .csv."""
+    out = tmp_path / ("curve.npy" if refine == "shooting" else "curve.csv")
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "3", "--to", "40", "--refine", refine, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert ("refined length" in result.output) == (refine != "none")
+    curve = np.load(out) if out.suffix == ".npy" else np.loadtxt(out, delimiter=",", skiprows=1)
+    assert curve.ndim == 2 and curve.shape[1] == 2 and len(curve) >= 2
+
+
+def test_cluster_writes_labels_and_figure(built_run: Path) -> None:
+    """`lsg-graph cluster --k 10` prints geodesic and Euclidean scores and writes clusters.csv and clusters.png."""
+    result = runner.invoke(app, ["cluster", "--run", str(built_run), "--k", "10"])
+    assert result.exit_code == 0, result.output
+    assert "geodesic" in result.output and "euclidean" in result.output and "ari" in result.output
+    table = np.loadtxt(built_run / "clusters.csv", delimiter=",", skiprows=1, dtype=int)
+    assert table.shape == (1797, 4) and set(table[:, 1]) == set(range(10))
+    assert (built_run / "clusters.png").stat().st_size > 10_000
+
+
+def test_walk_and_plot_write_files(built_run: Path) -> None:
+    """`lsg-graph walk` writes trajectories and PNGs; `lsg-graph plot` writes the magnification map."""
+    result = runner.invoke(app, ["walk", "--run", str(built_run), "--steps", "20", "--walkers", "3", "--step-size", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert np.load(built_run / "walks_metric.npy").shape == (3, 21, 2)
+    assert (built_run / "walks_metric_strip.png").is_file()
+    result = runner.invoke(app, ["plot", "--run", str(built_run), "--pairs", "2", "--refine", "none"])
+    assert result.exit_code == 0, result.output
+    assert (built_run / "magnification.png").is_file()

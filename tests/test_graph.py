@@ -146,7 +146,7 @@ def test_save_load_round_trip(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.codes, graph.codes)
     np.testing.assert_array_equal(loaded.labels, graph.labels)
     assert (loaded.weights != graph.weights).nnz == 0
-    assert loaded.params == graph.params
+    assert loaded.params == {name: value for name, value in graph.params.items() if name != "timings"}  # timings: manifest only
 
 
 def test_same_inputs_give_byte_identical_file(tmp_path) -> None:

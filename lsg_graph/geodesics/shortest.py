@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
-from lsg_graph._validation import check_index
+from lsg_graph._validation import check_float, check_index
 from lsg_graph.errors import DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph
 
 NO_PREDECESSOR = -9999  # scipy's marker for "no predecessor"
+# LatentGraph weights are symmetric, so directed=True gives the undirected distances without scipy symmetrising the
+# matrix on every call.
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class ShortestDistances:
 
 def check_sources(graph: LatentGraph, sources: Any, name: str = "sources") -> np.ndarray:
     """Node indices (s,) int64 within [0, n), else InvalidInput naming the bad one."""
-    array = np.atleast_1d(np.asarray(sources))
+    try:
+        array = np.atleast_1d(np.asarray(sources))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{name} must be a non-empty 1-D array of node indices; could not read {sources!r}: {exc}") from exc
     if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
         raise InvalidInput(f"{name} must be a non-empty 1-D array of node indices; got {sources!r}.")
     for index in array[(array < 0) | (array >= graph.n_points)][:1]:
@@ -55,14 +60,22 @@ def check_sources(graph: LatentGraph, sources: Any, name: str = "sources") -> np
 def shortest_distances(graph: LatentGraph, sources: Any, limit: float = np.inf) -> ShortestDistances:
     """Dijkstra from every source (multi-source): distances (s, n) in metric length units; inf where unreachable."""
     sources = check_sources(graph, sources)
-    distances, predecessors = dijkstra(graph.weights, directed=False, indices=sources, return_predecessors=True, limit=limit)
+    limit = _check_limit(limit)
+    distances, predecessors = dijkstra(graph.weights, directed=True, indices=sources, return_predecessors=True, limit=limit)
     return ShortestDistances(sources, np.atleast_2d(distances), np.atleast_2d(predecessors).astype(np.int64))
+
+
+def _check_limit(limit: Any) -> float:
+    """Return the Dijkstra search radius as a float > 0 (inf allowed), else raise InvalidInput."""
+    if isinstance(limit, (int, float, np.integer, np.floating)) and not isinstance(limit, bool) and limit == np.inf:
+        return np.inf
+    return check_float(limit, "limit", minimum=0.0, strict_minimum=True)
 
 
 def nearest_source_distances(graph: LatentGraph, sources: Any) -> tuple[np.ndarray, np.ndarray]:
     """One Dijkstra from all sources at once: distance (n,) to the nearest source and that source's position (n,)."""
     sources = check_sources(graph, sources)
-    distances, _, nearest = dijkstra(graph.weights, directed=False, indices=sources, min_only=True, return_predecessors=True)
+    distances, _, nearest = dijkstra(graph.weights, directed=True, indices=sources, min_only=True, return_predecessors=True)
     position = np.full(graph.n_points, -1, dtype=np.int64)
     reached = nearest >= 0
     position[reached] = np.searchsorted(np.sort(sources), nearest[reached])
@@ -84,12 +97,17 @@ def path_nodes(predecessors: np.ndarray, source: int, target: int) -> np.ndarray
 
 def shortest_path(graph: LatentGraph, source: int, target: int) -> GraphPath:
     """The shortest graph path between two node indices."""
+    source = check_index(source, "source", graph.n_points)
+    target = check_index(target, "target", graph.n_points)
     return shortest_paths(graph, [(source, target)])[0]
 
 
 def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.ndarray) -> list[GraphPath]:
     """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source."""
-    pairs = np.asarray(pairs)
+    try:
+        pairs = np.asarray(pairs)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"pairs must be an array of shape (m, 2) of node indices; could not read {pairs!r}: {exc}") from exc
     if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
         raise InvalidInput(f"pairs must be an array of shape (m, 2) with m >= 1; got shape {pairs.shape}.")
     check_sources(graph, pairs[:, 0], "source")

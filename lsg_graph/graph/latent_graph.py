@@ -16,14 +16,16 @@ from lsg_graph import _io
 from lsg_graph._validation import check_choice, check_codes, check_int, check_labels, check_positive_int
 from lsg_graph.errors import ArtifactError, DisconnectedGraph, DisconnectedGraphWarning, InvalidInput
 from lsg_graph.graph.knn import knn, resolve_backend
-from lsg_graph.graph.weights import DEFAULT_NODES, edge_lengths
+from lsg_graph.graph.weights import DEFAULT_NODES, check_metric, edge_lengths
 from lsg_graph.metric import PullbackMetric
 
 GRAPH_FILE = "graph.npz"
 GRAPH_KIND = "lsg-graph/graph"
 CONNECT_MODES = {"bridge": "join components by their shortest metric-weighted bridges", "error": "refuse"}
+DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median error at N = 3000 (benchmarks/graph_accuracy.py)
 BRIDGE_CANDIDATES = 8  # Euclidean-closest cross-component pairs measured per component and round
 ZERO_LENGTH = float(np.finfo(np.float64).tiny)  # stored instead of 0 so that duplicate codes stay joined
+VOLATILE_PARAMS = ("timings",)  # params that differ between identical builds: kept out of graph.npz
 
 
 @dataclass
@@ -71,8 +73,9 @@ class LatentGraph:
 
     def attach(self, new_codes: Any, metric: PullbackMetric, k: int | None = None, n_nodes: int | None = None) -> LatentGraph:
         """A new graph with `new_codes` (m, d) appended as nodes n..n+m-1, each joined to its k nearest codes."""
+        check_metric(metric)
         new_codes = check_codes(new_codes, "new_codes", latent_dim=self.latent_dim)
-        k = check_int(self.params.get("k", 10) if k is None else k, "k", minimum=1, maximum=self.n_points)
+        k = check_int(self.params.get("k", DEFAULT_K) if k is None else k, "k", minimum=1, maximum=self.n_points)
         n_nodes = check_positive_int(self.params.get("n_nodes", DEFAULT_NODES) if n_nodes is None else n_nodes, "n_nodes")
         neighbors = knn(self.codes, k, queries=new_codes, backend=self.params.get("backend", "auto"), device="cpu")
         rows = np.repeat(np.arange(self.n_points, self.n_points + len(new_codes)), k)
@@ -87,7 +90,11 @@ class LatentGraph:
         return LatentGraph(np.vstack([self.codes, new_codes]), _merge_csr(base, added), labels, params)
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write the graph to `run_dir`/graph.npz atomically (arrays only) and record it in the manifest."""
+        """Write the graph to `run_dir`/graph.npz atomically (arrays only) and record it in the manifest.
+
+        The file holds the codes, labels, edges and the build parameters except VOLATILE_PARAMS (timings), which are
+        recorded in manifest.json only: the same graph always gives byte-identical files.
+        """
         run_dir = Path(run_dir)
         arrays = {
             "codes": self.codes,
@@ -97,7 +104,9 @@ class LatentGraph:
         }
         if self.labels is not None:
             arrays["labels"] = self.labels.astype(np.int64)
-        meta = {"format": GRAPH_KIND, "format_version": _io.FORMAT_VERSION, "params": self.params}
+        # run-dependent entries (timings) go to the manifest only, so that the same build gives the same bytes
+        stored = {name: value for name, value in self.params.items() if name not in VOLATILE_PARAMS}
+        meta = {"format": GRAPH_KIND, "format_version": _io.FORMAT_VERSION, "params": stored}
         path = run_dir / GRAPH_FILE
         _io.save_arrays(path, arrays, meta)
         _io.update_manifest(run_dir, "graph", [GRAPH_FILE], self.params)
@@ -116,7 +125,7 @@ def build_latent_graph(
     codes: Any,
     labels: Any = None,
     *,
-    k: int = 10,
+    k: int = DEFAULT_K,
     n_nodes: int = DEFAULT_NODES,
     backend: str = "auto",
     device: str = "auto",
@@ -130,6 +139,7 @@ def build_latent_graph(
     (metric-aware neighbours). Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning)
     or refused (`connect="error"`, DisconnectedGraph).
     """
+    check_metric(metric)
     codes = check_codes(codes, "codes", latent_dim=metric.latent_dim, min_rows=2)
     labels = check_labels(labels, codes.shape[0])
     n_points = codes.shape[0]
@@ -278,6 +288,13 @@ def _graph_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], path
     codes, indptr, indices, lengths = (arrays[name] for name in ("codes", "indptr", "indices", "edge_lengths"))
     if codes.ndim != 2 or not np.issubdtype(codes.dtype, np.floating) or not np.isfinite(codes).all():
         raise ArtifactError(f"{str(path)!r}: 'codes' must be a finite 2-D float array; got shape {codes.shape}, dtype {codes.dtype}.")
+    for name, array in (("indptr", indptr), ("indices", indices)):
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ArtifactError(f"{str(path)!r}: {name!r} must hold integers; got dtype {array.dtype}.")
+    if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.floating):
+        raise ArtifactError(
+            f"{str(path)!r}: 'edge_lengths' must be a 1-D float array; got shape {lengths.shape}, dtype {lengths.dtype}."
+        )
     n_points = codes.shape[0]
     if indptr.shape != (n_points + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices):
         raise ArtifactError(f"{str(path)!r}: 'indptr' of shape {indptr.shape} is inconsistent with {n_points} codes.")
@@ -286,10 +303,15 @@ def _graph_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], path
     if not np.isfinite(lengths).all() or np.any(lengths <= 0):
         raise ArtifactError(f"{str(path)!r}: 'edge_lengths' must be finite and positive.")
     labels = arrays.get("labels")
-    if labels is not None and labels.shape != (n_points,):
-        raise ArtifactError(f"{str(path)!r}: 'labels' has shape {labels.shape}; expected ({n_points},).")
+    if labels is not None and (labels.shape != (n_points,) or not np.issubdtype(labels.dtype, np.integer)):
+        raise ArtifactError(
+            f"{str(path)!r}: 'labels' has shape {labels.shape} and dtype {labels.dtype}; expected ({n_points},) integers."
+        )
+    params = meta.get("params", {})
+    if not isinstance(params, dict):
+        raise ArtifactError(f"{str(path)!r}: the build parameters must be a JSON object; got {type(params).__name__}.")
     weights = sp.csr_matrix((lengths, indices, indptr), shape=(n_points, n_points))
     asymmetry = abs(weights - weights.T)
     if asymmetry.nnz and asymmetry.max() > 1e-9 * max(1.0, float(lengths.max(initial=0.0))):
         raise ArtifactError(f"{str(path)!r}: the edge-length matrix is not symmetric; the file was modified or corrupted.")
-    return LatentGraph(codes.astype(np.float64), weights, None if labels is None else labels.astype(np.int64), dict(meta.get("params", {})))
+    return LatentGraph(codes.astype(np.float64), weights, None if labels is None else labels.astype(np.int64), dict(params))

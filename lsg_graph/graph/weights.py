@@ -25,6 +25,16 @@ def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return (nodes + 1.0) / 2.0, weights / 2.0
 
 
+def check_metric(metric: object) -> PullbackMetric:
+    """Return `metric` if it is a PullbackMetric, else raise InvalidInput saying how to make one."""
+    if not isinstance(metric, PullbackMetric):
+        raise InvalidInput(
+            f"metric must be a lsg_graph.metric.PullbackMetric; got {type(metric).__name__}. "
+            "Wrap a decoder with PullbackMetric(decoder)."
+        )
+    return metric
+
+
 def edge_lengths(
     metric: PullbackMetric,
     starts: np.ndarray,
@@ -38,6 +48,7 @@ def edge_lengths(
     Work is split into chunks of at most `points_per_chunk` quadrature points (edges x nodes), so memory is
     bounded by one chunk's forward-mode pass, on the metric's (decoder's) device and dtype.
     """
+    check_metric(metric)
     starts = check_codes(starts, "starts", latent_dim=metric.latent_dim, min_rows=0)
     ends = check_codes(ends, "ends", latent_dim=metric.latent_dim, min_rows=0)
     if starts.shape != ends.shape:

@@ -1,0 +1,561 @@
+"""GeodesicKMeans: k-medoids under graph geodesic distances (Arvanitidis et al., ICLR 2018), a scikit-learn estimator.
+
+One iteration = one assignment + one medoid update:
+
+* Assignment: every point goes to its geodesically nearest medoid, found by ONE multi-source Dijkstra from all
+  medoids (`nearest_source_distances`); no (n, n) matrix is ever formed on the graph path.
+* Update: each cluster's medoid becomes the member c minimising the within-cluster sum of squared geodesic distances
+  sum_i d(c, i)^2. The cost of a candidate is always exact (one Dijkstra from c over the whole graph, cut off at
+  d(c, m) + max_i d(m, i) >= every d(c, i) by the triangle inequality, m the current medoid). Clusters with at most
+  `exact_medoid_size` members try every member (the exact medoid). Larger clusters try only
+  `n_medoid_candidates` members (half nearest the current medoid, half nearest the Euclidean mean of the members'
+  codes) and the current medoid: an approximation that never increases the cost and is repeated every iteration.
+  A medoid only moves when the cost strictly drops, so the inertia strictly decreases and the loop terminates.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from lsg_graph.distances import (
+    attached_edges,
+    block_rows,
+    check_float_param,
+    check_int_param,
+    dijkstra_rows,
+    fit_graph,
+    leaf_distances_to,
+    param_error,
+)
+from lsg_graph.errors import InvalidInput
+from lsg_graph.geodesics.shortest import nearest_source_distances
+from lsg_graph.graph.latent_graph import LatentGraph
+
+INIT_METHODS = {
+    "k-means++": "D^2 sampling with geodesic distances, one Dijkstra per chosen medoid",
+    "random": "n_clusters distinct points drawn uniformly",
+}
+METRICS = {"graph": "X holds latent codes; distances are shortest paths in a LatentGraph", "precomputed": "X is (n, n)"}
+COST_TOLERANCE = 1e-12  # a medoid moves only if it lowers its cluster's cost by more than this relative amount
+OWNER = "GeodesicKMeans"
+
+
+# ------------------------------------------------------------------------------------------------ distance spaces
+
+
+class _GraphSpace:
+    """Geodesic distances on a LatentGraph, never as an (n, n) matrix."""
+
+    def __init__(self, graph: LatentGraph, exact_size: int, n_candidates: int) -> None:
+        """Keep the graph and the medoid-update settings."""
+        self.graph, self.exact_size, self.n_candidates = graph, exact_size, n_candidates
+        self.n_points = graph.n_points
+
+    def nearest(self, medoids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance (n,) to the nearest medoid and its position (n,) in `medoids`: one multi-source Dijkstra."""
+        return nearest_source_distances(self.graph, medoids)
+
+    def from_point(self, index: int) -> np.ndarray:
+        """Distances (n,) from one node to every node."""
+        return dijkstra_rows(self.graph.weights, np.array([index]))[0]
+
+    def to_medoids(self, medoids: np.ndarray) -> np.ndarray:
+        """Distances (k, n) from each medoid to every node: one Dijkstra per medoid."""
+        return dijkstra_rows(self.graph.weights, medoids)
+
+    def medoid(self, members: np.ndarray, current: int, distance: np.ndarray) -> int:
+        """The member with the least sum of squared distances to the members, among the candidates (see module)."""
+        candidates = self._candidates(members, current, distance)
+        radius = float(distance[members].max())
+        costs = np.empty(len(candidates))
+        step = block_rows(self.n_points)
+        for start in range(0, len(candidates), step):
+            batch = candidates[start : start + step]
+            limit = (radius + float(distance[batch].max())) * (1.0 + 1e-9) + 1e-300
+            costs[start : start + step] = np.square(dijkstra_rows(self.graph.weights, batch, limit)[:, members]).sum(1)
+        return _best_candidate(candidates, costs, current)
+
+    def _candidates(self, members: np.ndarray, current: int, distance: np.ndarray) -> np.ndarray:
+        """All members of a small cluster; else the current medoid, members nearest it and nearest the mean code."""
+        if len(members) <= self.exact_size:
+            return members
+        half = max(1, self.n_candidates // 2)
+        near_medoid = members[np.argsort(distance[members], kind="stable")[:half]]
+        codes = self.graph.codes[members]
+        offsets = np.square(codes - codes.mean(axis=0)).sum(axis=1)
+        near_mean = members[np.argsort(offsets, kind="stable")[: self.n_candidates - half]]
+        return np.unique(np.concatenate([[current], near_medoid, near_mean]))
+
+
+class _PrecomputedSpace:
+    """Distances given as a dense (n, n) matrix: entry (i, j) is the distance from point i to point j."""
+
+    def __init__(self, distances: np.ndarray) -> None:
+        """Keep the matrix."""
+        self.distances = distances
+        self.n_points = distances.shape[0]
+
+    def nearest(self, medoids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance (n,) to the nearest medoid and its position (n,) (ties: the first medoid)."""
+        to_medoids = self.distances[:, medoids]
+        position = np.argmin(to_medoids, axis=1)
+        return to_medoids[np.arange(self.n_points), position], position.astype(np.int64)
+
+    def from_point(self, index: int) -> np.ndarray:
+        """Distances (n,) from every point to one point."""
+        return self.distances[:, index]
+
+    def to_medoids(self, medoids: np.ndarray) -> np.ndarray:
+        """Distances (k, n) between each medoid and every point."""
+        return self.distances[:, medoids].T
+
+    def medoid(self, members: np.ndarray, current: int, distance: np.ndarray) -> int:
+        """The exact medoid: the member with the least sum of squared distances from the members."""
+        costs = np.square(self.distances[np.ix_(members, members)]).sum(axis=0)
+        return _best_candidate(members, costs, current)
+
+
+def _best_candidate(candidates: np.ndarray, costs: np.ndarray, current: int) -> int:
+    """The cheapest candidate if it beats `current` by more than COST_TOLERANCE (relative), else `current`."""
+    best = int(np.argmin(costs))
+    at_current = np.flatnonzero(candidates == current)
+    if at_current.size and costs[best] >= costs[at_current[0]] * (1.0 - COST_TOLERANCE):
+        return int(current)
+    return int(candidates[best])
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+@dataclass
+class _Run:
+    """One k-medoids run: medoids (k,), labels (n,), distance to own medoid (n,), inertia, iterations, timings."""
+
+    medoids: np.ndarray
+    labels: np.ndarray
+    distance: np.ndarray
+    inertia: float
+    n_iter: int
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+def _kmeans_plus_plus(space: Any, n_clusters: int, rng: np.random.RandomState) -> np.ndarray:
+    """Geodesic k-means++ seeding: D^2 sampling, one single-source Dijkstra per chosen medoid."""
+    chosen = [int(rng.randint(space.n_points))]
+    closest = space.from_point(chosen[0]).copy()
+    for _ in range(1, n_clusters):
+        weights = np.square(closest)
+        weights[chosen] = 0.0
+        total = float(weights.sum())
+        if total > 0 and np.isfinite(total):
+            pick = int(np.searchsorted(np.cumsum(weights), rng.uniform(0.0, total), side="right"))
+            pick = min(pick, space.n_points - 1)
+        else:  # every point coincides with a medoid: draw among the others
+            pick = int(rng.choice(np.setdiff1d(np.arange(space.n_points), chosen)))
+        chosen.append(pick)
+        np.minimum(closest, space.from_point(pick), out=closest)
+    return np.array(chosen, dtype=np.int64)
+
+
+def _initial_medoids(space: Any, init: Any, n_clusters: int, rng: np.random.RandomState) -> np.ndarray:
+    """Initial medoid indices (k,) by the `init` method, or `init` itself when it is an array of indices."""
+    if isinstance(init, str) and init == "k-means++":
+        return _kmeans_plus_plus(space, n_clusters, rng)
+    if isinstance(init, str) and init == "random":
+        return rng.choice(space.n_points, n_clusters, replace=False).astype(np.int64)
+    return np.asarray(init, dtype=np.int64).copy()
+
+
+def _assign(space: Any, medoids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Assign points to their nearest medoid, re-seeding empty clusters once with the farthest points (warns).
+
+    Returns medoids (k,) (possibly re-seeded), labels (n,) and distance to the own medoid (n,).
+    """
+    distance, labels = space.nearest(medoids)
+    empty = np.flatnonzero(np.bincount(labels, minlength=len(medoids)) == 0)
+    if empty.size == 0:
+        return medoids, labels, distance
+    order = np.argsort(-distance, kind="stable")
+    farthest = [int(i) for i in order if distance[i] > 0 and i not in set(medoids.tolist())][: empty.size]
+    medoids = medoids.copy()
+    medoids[empty[: len(farthest)]] = farthest
+    warnings.warn(
+        f"GeodesicKMeans: cluster(s) {empty.tolist()} became empty; re-seeded "
+        f"{'with the farthest point(s) ' + str(farthest) if farthest else 'impossible: every point sits on a medoid'}"
+        f"{'' if len(farthest) == empty.size else ' (too few distinct points, some stay empty)'}.",
+        UserWarning,
+        stacklevel=4,
+    )
+    distance, labels = space.nearest(medoids)
+    return medoids, labels, distance
+
+
+def _update(space: Any, medoids: np.ndarray, labels: np.ndarray, distance: np.ndarray, stale: np.ndarray) -> np.ndarray:
+    """New medoids (k,): each `stale` cluster (members or medoid changed last round) gets its (approximate) medoid."""
+    updated = medoids.copy()
+    for cluster in np.flatnonzero(stale):
+        members = np.flatnonzero(labels == cluster)
+        if members.size:
+            updated[cluster] = space.medoid(members, int(medoids[cluster]), distance)
+    return updated
+
+
+def _run(space: Any, init: Any, n_clusters: int, max_iter: int, tol: float, rng: np.random.RandomState) -> _Run:
+    """One k-medoids run from `init` until the medoids stop moving, the inertia stalls (tol) or max_iter."""
+    started = time.perf_counter()
+    medoids, labels, distance = _assign(space, _initial_medoids(space, init, n_clusters, rng))
+    inertia = float(np.square(distance).sum())
+    timings: dict[str, Any] = {"init_s": time.perf_counter() - started, "update_s": [], "assign_s": []}
+    previous, previous_medoids = np.full_like(labels, -1), np.full_like(medoids, -1)
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        started = time.perf_counter()
+        stale = _changed_clusters(previous, labels, n_clusters) | (medoids != previous_medoids)
+        new_medoids = _update(space, medoids, labels, distance, stale)
+        timings["update_s"].append(time.perf_counter() - started)
+        if np.array_equal(new_medoids, medoids):
+            break
+        started = time.perf_counter()
+        previous, previous_medoids = labels, medoids
+        medoids, labels, distance = _assign(space, new_medoids)
+        new_inertia = float(np.square(distance).sum())
+        timings["assign_s"].append(time.perf_counter() - started)
+        stalled = inertia - new_inertia <= tol * inertia
+        inertia = new_inertia
+        if stalled:
+            break
+    return _Run(medoids, labels, distance, inertia, n_iter, timings)
+
+
+def _changed_clusters(previous: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Boolean (k,): clusters whose member set differs between two labelings (their medoid must be recomputed)."""
+    changed = np.zeros(n_clusters, dtype=bool)
+    moved = previous != labels
+    changed[np.unique(labels[moved])] = True
+    changed[np.unique(previous[moved][previous[moved] >= 0])] = True
+    return changed
+
+
+# ------------------------------------------------------------------------------------------------ the estimator
+
+
+class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
+    """k-medoids clustering under geodesic distances of a latent graph (or any precomputed distance matrix).
+
+    Parameters
+    ----------
+    n_clusters : number of clusters, 1 <= n_clusters <= n_samples.
+    init : "k-means++" (geodesic D^2 sampling), "random", or an array (n_clusters,) of distinct sample indices.
+    n_init : runs from different seeds; the one with the least inertia is kept (an array init runs once).
+    max_iter : most assignment/update rounds per run.
+    tol : stop when the inertia drops by at most tol * inertia in a round; 0 (default) runs until the medoids stop
+        moving, which always happens (the inertia strictly decreases).
+    random_state : None, int or numpy RandomState; seeds init.
+    metric : "graph" (X holds latent codes (n, d); distances are shortest paths in a LatentGraph) or
+        "precomputed" (X is an (n, n) distance matrix, entry (i, j) the distance from i to j).
+    graph : a prebuilt LatentGraph whose codes are X (metric="graph"); None builds one in fit from the next four.
+    decoder : a decoder, VAE or PullbackMetric measuring edges (also those joining new points in predict);
+        None means Euclidean edge lengths, i.e. a plain kNN graph (Isomap-style geodesics).
+    n_neighbors : k of the kNN graph (clipped to n_samples - 1). n_nodes : quadrature nodes per edge (Euclidean
+        edges use 1, which is exact). candidates : metric-aware neighbour candidates, as in `build_latent_graph`.
+    exact_medoid_size : clusters with at most this many members get the exact medoid (all members tried).
+    n_medoid_candidates : members tried per larger cluster (half nearest its medoid, half nearest its mean code).
+
+    Attributes
+    ----------
+    labels_ (n,) int64; medoid_indices_ (k,) int64; cluster_centers_ (k, d) medoid codes, None for "precomputed"
+    (use medoid_indices_); inertia_: sum of squared geodesic distances to the assigned medoid; n_iter_;
+    graph_ and edge_metric_ (metric="graph"); timings_: seconds of the graph build ("graph_s"; 0-ish for a given
+    graph), and of the kept run's init ("init_s"), medoid updates ("update_s", one per iteration) and assignments
+    ("assign_s", one per iteration that moved a medoid), and "total_s"; n_features_in_.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Any = "k-means++",
+        n_init: int = 1,
+        max_iter: int = 100,
+        tol: float = 0.0,
+        random_state: Any = None,
+        metric: str = "graph",
+        graph: LatentGraph | None = None,
+        decoder: Any = None,
+        n_neighbors: int = 10,
+        n_nodes: int = 8,
+        candidates: int = 1,
+        exact_medoid_size: int = 256,
+        n_medoid_candidates: int = 16,
+    ) -> None:
+        """Store the parameters (validated in fit)."""
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.metric = metric
+        self.graph = graph
+        self.decoder = decoder
+        self.n_neighbors = n_neighbors
+        self.n_nodes = n_nodes
+        self.candidates = candidates
+        self.exact_medoid_size = exact_medoid_size
+        self.n_medoid_candidates = n_medoid_candidates
+
+    # -------------------------------------------------------------------------------------------- fit
+
+    def fit(self, X: Any, y: Any = None) -> GeodesicKMeans:
+        """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed"."""
+        settings = self._check_params()
+        started = time.perf_counter()
+        space = self._fit_space(X)
+        graph_s = time.perf_counter() - started
+        n_samples = space.n_points
+        upper = f"n_samples] (n_samples = {n_samples})"
+        n_clusters = check_int_param(self.n_clusters, "n_clusters", OWNER, 1, n_samples, upper)
+        init = self._check_init(space.n_points, n_clusters)
+        rng = check_random_state(self.random_state)
+        n_runs = 1 if not isinstance(init, str) else settings["n_init"]
+        runs = [_run(space, init, n_clusters, settings["max_iter"], settings["tol"], rng) for _ in range(n_runs)]
+        best = min(runs, key=lambda run: run.inertia)
+        self._set_fitted(space, best, graph_s)
+        return self
+
+    def _check_params(self) -> dict[str, Any]:
+        """Validate the parameters that do not depend on the data; return the checked values."""
+        if not isinstance(self.metric, str) or self.metric not in METRICS:
+            raise param_error(OWNER, "metric", f"a str among {set(METRICS)}", self.metric)
+        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
+            if not isinstance(self.random_state, np.random.RandomState):
+                rule = "an int, an instance of 'numpy.random.RandomState' or None"
+                raise param_error(OWNER, "random_state", rule, self.random_state)
+        check_int_param(self.exact_medoid_size, "exact_medoid_size", OWNER, 1)
+        check_int_param(self.n_medoid_candidates, "n_medoid_candidates", OWNER, 1)
+        return {
+            "n_init": check_int_param(self.n_init, "n_init", OWNER, 1),
+            "max_iter": check_int_param(self.max_iter, "max_iter", OWNER, 1),
+            "tol": check_float_param(self.tol, "tol", OWNER),
+        }
+
+    def _check_init(self, n_samples: int, n_clusters: int) -> Any:
+        """The init method name, or an int64 array (n_clusters,) of distinct indices in [0, n_samples)."""
+        if isinstance(self.init, str):
+            if self.init not in INIT_METHODS:
+                raise param_error(OWNER, "init", f"a str among {set(INIT_METHODS)} or an array-like", self.init)
+            return self.init
+        rule = f"an array-like of {n_clusters} distinct sample indices in [0, {n_samples})"
+        try:
+            indices = np.asarray(self.init)
+        except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
+            raise param_error(OWNER, "init", rule, self.init) from exc
+        valid = indices.shape == (n_clusters,) and np.issubdtype(indices.dtype, np.integer)
+        if not valid or len(np.unique(indices)) != n_clusters or indices.min() < 0 or indices.max() >= n_samples:
+            raise param_error(OWNER, "init", rule, self.init)
+        return indices.astype(np.int64)
+
+    def _fit_space(self, X: Any) -> Any:
+        """Validate X, build or check the graph (metric="graph") or the distance matrix; return the distance space."""
+        if self.metric == "precomputed":
+            for stale in ("graph_", "edge_metric_"):  # left by an earlier fit with metric="graph"
+                self.__dict__.pop(stale, None)
+            X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False)
+            return _PrecomputedSpace(check_distance_matrix(X))
+        X = validate_data(self, X, dtype=np.float64)
+        n_samples = X.shape[0]
+        if n_samples < 2:
+            rule = f"an int in the range [1, n_samples] and n_samples >= 2 for a graph (n_samples = {n_samples})"
+            raise param_error(OWNER, "n_clusters", rule, self.n_clusters)
+        self.graph_, self.edge_metric_ = fit_graph(
+            X,
+            graph=self.graph,
+            decoder=self.decoder,
+            n_neighbors=self.n_neighbors,
+            n_nodes=self.n_nodes,
+            candidates=self.candidates,
+            owner=OWNER,
+        )
+        return _GraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates)
+
+    def _set_fitted(self, space: Any, run: _Run, graph_s: float) -> None:
+        """Store the fitted attributes of the kept run."""
+        self.labels_ = run.labels.astype(np.int64)
+        self.medoid_indices_ = run.medoids.astype(np.int64)
+        self.inertia_ = run.inertia
+        self.n_iter_ = run.n_iter
+        self._medoid_distances = space.to_medoids(self.medoid_indices_)
+        graph = getattr(space, "graph", None)
+        self.cluster_centers_ = None if graph is None else graph.codes[self.medoid_indices_].copy()
+        rounds = float(np.sum(run.timings["update_s"]) + np.sum(run.timings["assign_s"]))
+        self.timings_ = {"graph_s": graph_s, **run.timings, "total_s": graph_s + run.timings["init_s"] + rounds}
+
+    # -------------------------------------------------------------------------------------------- use
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Geodesic distances (m, n_clusters) float64 from new points to the medoids.
+
+        metric="graph": X holds codes (m, d), each attached to the graph as a leaf (its k nearest training codes);
+        metric="precomputed": X is (m, n_train), distances to the training points.
+        """
+        check_is_fitted(self, "medoid_indices_")
+        if self.metric == "precomputed":
+            distances = check_distance_matrix(check_array(X, dtype=np.float64, ensure_all_finite=False), square=False)
+            validate_data(self, X, reset=False, skip_check_array=True)  # n_features_in_ = n_train, feature names
+            return distances[:, self.medoid_indices_]
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return leaf_distances_to(self._medoid_distances, attached_edges(self.graph_, self.edge_metric_, X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Index (m,) int64 of the geodesically nearest medoid of each new point (see transform for X)."""
+        return np.argmin(self.transform(X), axis=1).astype(np.int64)
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit and return labels_ (n,)."""
+        return self.fit(X, y).labels_
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit and return the training points' geodesic distances to the medoids (n, n_clusters)."""
+        return self.fit(X, y)._medoid_distances.T.copy()
+
+    @property
+    def _n_features_out(self) -> int:
+        """One output column per cluster."""
+        return int(self.medoid_indices_.shape[0])
+
+    def __sklearn_tags__(self) -> Any:
+        """Pairwise, non-negative input for metric="precomputed"; float64 output."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = self.metric == "precomputed"
+        tags.input_tags.positive_only = self.metric == "precomputed"
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def check_distance_matrix(X: np.ndarray, square: bool = True) -> np.ndarray:
+    """Refuse a distance matrix with NaN, negative or infinite entries, or that is not square (if asked).
+
+    Infinite entries mean disconnected points: the message names the points outside the largest connected group.
+    """
+    if np.isnan(X).any():
+        rows = np.unique(np.argwhere(np.isnan(X))[:, 0])[:10].tolist()
+        raise InvalidInput(f"The precomputed distance matrix X contains NaN (rows {rows}); distances must be numbers.")
+    if (X < 0).any():
+        first = tuple(np.argwhere(X < 0)[0].tolist())
+        raise InvalidInput(
+            f"Negative values in data passed to {OWNER} (metric='precomputed'): distances must be >= 0; "
+            f"X[{first[0]}, {first[1]}] = {X[first]:g}."
+        )
+    if np.isinf(X).any():
+        raise InvalidInput(_disconnected_message(X, square and X.shape[0] == X.shape[1]))
+    if square and X.shape[0] != X.shape[1]:
+        raise InvalidInput(f"A precomputed distance matrix X must be square (n, n); got shape {X.shape}.")
+    return X
+
+
+def _disconnected_message(X: np.ndarray, square: bool) -> str:
+    """Name the points that infinite distances cut off (from the largest group, or rows with an inf entry)."""
+    if not square:
+        rows = np.unique(np.argwhere(np.isinf(X))[:, 0])
+        return f"X has infinite distances: point(s) {rows[:10].tolist()} are disconnected from some training points."
+    n_groups, group_of = connected_components(np.isfinite(X), directed=False)
+    largest = np.argmax(np.bincount(group_of))
+    outside = np.flatnonzero(group_of != largest)
+    if outside.size == 0:
+        rows = np.unique(np.argwhere(np.isinf(X))[:, 0])
+        return f"X has infinite distances in the row(s) of point(s) {rows[:10].tolist()}; all must be finite."
+    more = " ..." if outside.size > 10 else ""
+    return (
+        f"X has infinite distances: the points form {n_groups} disconnected groups; point(s) "
+        f"{outside[:10].tolist()}{more} ({outside.size} in all) are disconnected from the largest group."
+    )
+
+
+def clustering_f_measure(labels_true: Any, labels_pred: Any) -> float:
+    """Class-to-cluster F-measure in [0, 1]: sum over classes c of (n_c / n) * max over clusters k of F1(c, k).
+
+    F1(c, k) = 2 P R / (P + R) with precision P = n_ck / n_k and recall R = n_ck / n_c (Larsen & Aone, 1999).
+    """
+    table = contingency_matrix(labels_true, labels_pred).astype(np.float64)  # (classes, clusters)
+    class_sizes, cluster_sizes = table.sum(axis=1, keepdims=True), table.sum(axis=0, keepdims=True)
+    f1 = 2.0 * table / (class_sizes + cluster_sizes)  # 2 P R / (P + R) simplifies to 2 n_ck / (n_c + n_k)
+    return float((class_sizes[:, 0] / table.sum() * f1.max(axis=1)).sum())
+
+
+def clustering_scores(labels_true: Any, labels_pred: Any) -> dict[str, float]:
+    """ARI, NMI and class-to-cluster F-measure of a clustering against known labels."""
+    return {
+        "ari": float(adjusted_rand_score(labels_true, labels_pred)),
+        "nmi": float(normalized_mutual_info_score(labels_true, labels_pred)),
+        "f_measure": clustering_f_measure(labels_true, labels_pred),
+    }
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Geodesic k-medoids of a graph: labels (n,), medoid indices (k,) and codes (k, d), inertia, scores vs labels."""
+
+    labels: np.ndarray
+    medoid_indices: np.ndarray
+    medoid_codes: np.ndarray
+    inertia: float
+    n_iter: int
+    seconds: float
+    scores: dict[str, float] | None
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        """Members per cluster (k,)."""
+        return np.bincount(self.labels, minlength=len(self.medoid_indices))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (no per-point arrays)."""
+        return {
+            "n_clusters": int(len(self.medoid_indices)),
+            "medoid_indices": self.medoid_indices.tolist(),
+            "cluster_sizes": self.cluster_sizes.tolist(),
+            "inertia": self.inertia,
+            "n_iter": self.n_iter,
+            "seconds": round(self.seconds, 4),
+            "scores": self.scores,
+        }
+
+
+def cluster_latent_graph(
+    graph: LatentGraph,
+    n_clusters: int = 10,
+    *,
+    init: str = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 100,
+    random_state: int | None = 0,
+) -> ClusterResult:
+    """Geodesic k-medoids of a saved or built LatentGraph (the CLI's one call); scores when the graph has labels."""
+    estimator = GeodesicKMeans(
+        n_clusters, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state, graph=graph
+    ).fit(graph.codes)
+    scores = None if graph.labels is None else clustering_scores(graph.labels, estimator.labels_)
+    return ClusterResult(
+        estimator.labels_,
+        estimator.medoid_indices_,
+        estimator.cluster_centers_,
+        estimator.inertia_,
+        estimator.n_iter_,
+        estimator.timings_["total_s"],
+        scores,
+    )

@@ -1,0 +1,303 @@
+"""Geodesic distances between latent codes, measured on a LatentGraph, in the manner of scikit-learn.
+
+`geodesic_distances(X, Y)` is a pairwise function like `sklearn.metrics.pairwise_distances`; `GeodesicDistance` is
+a transformer whose output feeds estimators with `metric="precomputed"` (KNeighborsClassifier, DBSCAN,
+AgglomerativeClustering) and, through `geodesic_affinity`, spectral methods with `affinity="precomputed"`.
+
+Graph distances are shortest-path lengths in the kNN graph of the training codes, whose edges carry the metric
+length of the straight segment under the decoder's pullback metric. With `decoder=None` the edges carry their
+Euclidean length instead: a plain kNN graph, whose geodesics are Isomap's. A new point is joined to its k nearest
+training codes (`LatentGraph.attach`) as a *leaf*: its distance to training node j is min over its neighbours t of
+(edge length to t + graph distance from t to j). Paths never pass through other new points, so a new point's row
+does not depend on which other points are transformed with it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from lsg_graph.errors import DisconnectedGraph, InvalidInput
+from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
+from lsg_graph.metric import PullbackMetric
+
+BLOCK_BYTES = 64 * 2**20  # bound on one dense block of Dijkstra distances (rows x n float64)
+
+
+# ------------------------------------------------------------------------------------------------ parameter checks
+
+
+def param_error(owner: str, name: str, rule: str, value: Any) -> InvalidInput:
+    """An InvalidInput worded like scikit-learn's parameter validation: parameter, rule and value."""
+    return InvalidInput(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
+
+
+def check_int_param(value: Any, name: str, owner: str, low: int, high: int | None = None, high_name: str = "") -> int:
+    """Return `value` as an int in [low, high] (high None: no bound), else a sklearn-worded InvalidInput.
+
+    `high_name` replaces the upper end of the interval in the message, closing bracket included ("n_samples]").
+    """
+    upper = "inf)" if high is None else (high_name or f"{high}]")
+    rule = f"an int in the range [{low}, {upper}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise param_error(owner, name, rule, value)
+    if value < low or (high is not None and value > high):
+        raise param_error(owner, name, rule, value)
+    return int(value)
+
+
+def check_float_param(value: Any, name: str, owner: str, low: float = 0.0) -> float:
+    """Return `value` as a finite float >= low, else a sklearn-worded InvalidInput."""
+    rule = f"a float in the range [{low}, inf)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < low:
+        raise param_error(owner, name, rule, value)
+    return float(value)
+
+
+# ------------------------------------------------------------------------------------------------ graph helpers
+
+
+class EuclideanDecoder:
+    """The identity decoder z (n, d) -> (z, None): its pullback metric is the identity, edge lengths are Euclidean."""
+
+    def __init__(self, latent_dim: int) -> None:
+        """Latent and output dimension d."""
+        self.latent_dim = self.output_dim = int(latent_dim)
+
+    def __call__(self, z: Any) -> tuple[Any, None]:
+        """Return z unchanged (n, d) and no std."""
+        return z, None
+
+
+def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
+    """The metric that measures edges: PullbackMetric(decoder), or Euclidean (identity decoder) when it is None."""
+    if decoder is None:
+        return PullbackMetric(EuclideanDecoder(latent_dim))
+    metric = decoder if isinstance(decoder, PullbackMetric) else PullbackMetric(decoder)
+    if metric.latent_dim != latent_dim:
+        raise InvalidInput(
+            f"The decoder expects latent codes of dimension {metric.latent_dim}; X has {latent_dim} columns."
+        )
+    return metric
+
+
+def fit_graph(
+    codes: np.ndarray,
+    *,
+    graph: LatentGraph | None,
+    decoder: Any,
+    n_neighbors: int,
+    n_nodes: int,
+    candidates: int,
+    owner: str,
+) -> tuple[LatentGraph, PullbackMetric]:
+    """The graph over `codes` (n, d), built (k = min(n_neighbors, n - 1)) or checked when given, and its edge metric."""
+    metric = edge_metric(decoder, codes.shape[1])
+    if graph is not None:
+        check_graph_codes(graph, codes, owner)
+        check_connected(graph)
+        return graph, metric
+    n_neighbors = check_int_param(n_neighbors, "n_neighbors", owner, 1)
+    n_nodes = check_int_param(n_nodes, "n_nodes", owner, 1)
+    candidates = check_int_param(candidates, "candidates", owner, 1)
+    if codes.shape[0] < 2:
+        raise InvalidInput(
+            f"{owner} builds a kNN graph and needs at least 2 samples; got n_samples = {codes.shape[0]}."
+        )
+    k = min(n_neighbors, codes.shape[0] - 1)
+    nodes = 1 if decoder is None else n_nodes  # one Gauss-Legendre node is exact for a constant metric
+    built = build_latent_graph(metric, codes, k=k, n_nodes=nodes, candidates=candidates, device="cpu")
+    return built, metric
+
+
+def check_graph_codes(graph: Any, codes: np.ndarray, owner: str) -> None:
+    """Refuse a `graph` that is not a LatentGraph over exactly the codes X (n, d)."""
+    if not isinstance(graph, LatentGraph):
+        raise param_error(owner, "graph", "a LatentGraph or None", graph)
+    if graph.codes.shape != codes.shape or not np.allclose(graph.codes, codes, rtol=1e-6, atol=1e-6):
+        raise InvalidInput(
+            f"X must be the codes of the given graph: the graph holds codes of shape {graph.codes.shape}, "
+            f"X has shape {codes.shape}" + ("" if graph.codes.shape != codes.shape else " and different values") + "."
+        )
+
+
+def check_connected(graph: LatentGraph) -> None:
+    """Raise DisconnectedGraph naming the nodes outside the largest component, if the graph is not connected."""
+    n_components, component_of = graph.components()
+    if n_components == 1:
+        return
+    largest = np.argmax(np.bincount(component_of))
+    outside = np.flatnonzero(component_of != largest)
+    raise DisconnectedGraph(
+        f"The graph has {n_components} connected components; node(s) {outside[:10].tolist()}"
+        f"{' ...' if len(outside) > 10 else ''} ({len(outside)} in all) cannot reach the largest one. "
+        "Build it with connect='bridge' (the default) or a larger k."
+    )
+
+
+def dijkstra_rows(weights: sp.csr_matrix, sources: np.ndarray, limit: float = np.inf) -> np.ndarray:
+    """Graph distances (s, n) from each source node over symmetric CSR `weights` (inf beyond `limit`)."""
+    return np.atleast_2d(dijkstra(weights, directed=True, indices=np.asarray(sources, dtype=np.int64), limit=limit))
+
+
+def block_rows(n_columns: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """Rows of a float64 block with `n_columns` columns that fit in `block_bytes` (at least 1)."""
+    return max(1, block_bytes // (8 * max(1, n_columns)))
+
+
+def attached_edges(graph: LatentGraph, metric: PullbackMetric, new_codes: np.ndarray) -> sp.csr_matrix:
+    """Edges (m, n) CSR from each new code to its k nearest training nodes, with their metric lengths."""
+    attached = graph.attach(new_codes, metric)
+    n = graph.n_points
+    return attached.weights[n:, :n].tocsr()
+
+
+def leaf_distances_to(sources_to_train: np.ndarray, edges: sp.csr_matrix) -> np.ndarray:
+    """Distances (m, s) from m new leaves to s targets: min over leaf edges (leaf, t) of length + distance(t, target).
+
+    sources_to_train: (s, n) graph distances of the targets to every training node; edges: (m, n) CSR leaf edges.
+    """
+    if edges.nnz == 0:
+        return np.full((edges.shape[0], sources_to_train.shape[0]), np.inf)
+    through = edges.data[:, None] + sources_to_train[:, edges.indices].T  # (nnz, s)
+    counts = np.diff(edges.indptr)
+    result = np.full((edges.shape[0], sources_to_train.shape[0]), np.inf)
+    filled = counts > 0
+    result[filled] = np.minimum.reduceat(through, edges.indptr[:-1][filled], axis=0)
+    return result
+
+
+def leaf_distances_to_all(weights: sp.csr_matrix, edges: sp.csr_matrix) -> np.ndarray:
+    """Distances (m, n) from m new leaves (edges (m, n) CSR) to every training node, one directed Dijkstra per block."""
+    n, m = weights.shape[0], edges.shape[0]
+    result = np.empty((m, n))
+    step = block_rows(n)
+    for start in range(0, m, step):
+        block = edges[start : start + step]
+        b = block.shape[0]
+        augmented = sp.bmat([[weights, sp.csr_matrix((n, b))], [block, sp.csr_matrix((b, b))]], format="csr")
+        result[start : start + b] = dijkstra_rows(augmented, n + np.arange(b))[:, :n]
+    return result
+
+
+def all_pairs(graph: LatentGraph) -> np.ndarray:
+    """All-pairs graph distances (n, n) float64 (n^2 memory: use on training sets that fit)."""
+    return dijkstra_rows(graph.weights, np.arange(graph.n_points))
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Transformer: codes (m, d) -> geodesic distances (m, n_train) to the training codes, for metric="precomputed".
+
+    fit(X) builds the kNN graph over the training codes X (n_train, d) (`n_neighbors`, clipped to n_train - 1;
+    edge lengths from `decoder` with `n_nodes` quadrature nodes; `candidates` as in `build_latent_graph`), or
+    takes `graph`, a prebuilt LatentGraph whose codes are X. `decoder` is a decoder, a VAE or a PullbackMetric;
+    None means Euclidean edge lengths (a plain kNN graph, Isomap's geodesics). It also measures the edges that
+    join new points in transform, so pass the one a prebuilt graph was built with.
+    fit_transform(X) returns the training distances (n_train, n_train) (symmetric, zero diagonal);
+    transform(X_new) returns (m, n_train), each new point joined to the graph as a leaf (see the module docs).
+    Distances are in the metric's length units (decoder output units), float64.
+    """
+
+    def __init__(
+        self,
+        *,
+        decoder: Any = None,
+        n_neighbors: int = 10,
+        n_nodes: int = 8,
+        candidates: int = 1,
+        graph: LatentGraph | None = None,
+    ) -> None:
+        """Store the parameters (validated in fit)."""
+        self.decoder = decoder
+        self.n_neighbors = n_neighbors
+        self.n_nodes = n_nodes
+        self.candidates = candidates
+        self.graph = graph
+
+    def fit(self, X: Any, y: Any = None) -> GeodesicDistance:
+        """Build (or check) the graph over the training codes X (n_train, d); y is ignored."""
+        X = validate_data(self, X, dtype=np.float64)
+        self.graph_, self.edge_metric_ = fit_graph(
+            X,
+            graph=self.graph,
+            decoder=self.decoder,
+            n_neighbors=self.n_neighbors,
+            n_nodes=self.n_nodes,
+            candidates=self.candidates,
+            owner=type(self).__name__,
+        )
+        self.n_train_ = int(X.shape[0])
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Geodesic distances (m, n_train) float64 from new codes X (m, d) to every training code."""
+        check_is_fitted(self, "graph_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return leaf_distances_to_all(self.graph_.weights, attached_edges(self.graph_, self.edge_metric_, X))
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit on X (n_train, d) and return the training distances (n_train, n_train) float64."""
+        return all_pairs(self.fit(X, y).graph_)
+
+    @property
+    def _n_features_out(self) -> int:
+        """One output column per training code."""
+        return self.n_train_
+
+    def __sklearn_tags__(self) -> Any:
+        """Transformer tags: float64 output."""
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+def geodesic_distances(
+    X: Any = None,
+    Y: Any = None,
+    *,
+    graph: LatentGraph | None = None,
+    decoder: Any = None,
+    n_neighbors: int = 10,
+    n_nodes: int = 8,
+    candidates: int = 1,
+) -> np.ndarray:
+    """Geodesic distances (n_X, n_Y) float64 between codes X (n_X, d) and Y (n_Y, d), like sklearn's pairwise_distances.
+
+    A graph is built over X (see GeodesicDistance for the parameters), or `graph` is reused (then X may be None,
+    meaning its codes). Y None gives the all-pairs matrix of X (n_X, n_X; n_X^2 memory); otherwise every row of Y
+    is attached to the graph as a leaf, and entry (i, j) is the distance from X[i] to Y[j].
+    """
+    if X is None:
+        if graph is None:
+            raise InvalidInput("geodesic_distances needs X, or a graph whose codes are X; got neither.")
+        X = graph.codes
+    estimator = GeodesicDistance(
+        decoder=decoder, n_neighbors=n_neighbors, n_nodes=n_nodes, candidates=candidates, graph=graph
+    )
+    if Y is None:
+        return estimator.fit_transform(X)
+    return estimator.fit(X).transform(Y).T.copy()
+
+
+def geodesic_affinity(distances: Any, gamma: float | None = None) -> np.ndarray:
+    """Affinity exp(-gamma * D^2) (same shape as D) for spectral methods; gamma None: 1 / median(D[D > 0])^2.
+
+    Infinite distances (disconnected points) get affinity 0. Feed it to SpectralClustering(affinity="precomputed").
+    """
+    D = np.asarray(distances, dtype=np.float64)
+    if D.ndim != 2 or np.isnan(D).any() or (D < 0).any():
+        raise InvalidInput(f"distances must be a 2-D array of non-negative numbers without NaN; got shape {D.shape}.")
+    if gamma is None:
+        positive = D[np.isfinite(D) & (D > 0)]
+        gamma = 1.0 / float(np.median(positive)) ** 2 if positive.size else 1.0
+    gamma = check_float_param(gamma, "gamma", "geodesic_affinity")
+    return np.exp(-gamma * np.square(D))
