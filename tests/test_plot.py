@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from decoders import MLPDecoder
 
 from lsg_graph.errors import InvalidInput
 from lsg_graph.manifolds import SphereChart
@@ -25,23 +26,6 @@ from lsg_graph.plot import (
 from lsg_graph.walks import random_walks
 
 RESOLUTION = 40
-
-
-class MLPDecoder(torch.nn.Module):
-    """A small smooth stochastic decoder: tanh MLP with a mean head and a softplus std head."""
-
-    def __init__(self, latent_dim: int = 3, output_dim: int = 5, hidden: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        self.latent_dim, self.output_dim = latent_dim, output_dim
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.hidden = torch.nn.Linear(latent_dim, hidden)
-            self.mean = torch.nn.Linear(hidden, output_dim)
-            self.std = torch.nn.Linear(hidden, output_dim)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.tanh(self.hidden(z))
-        return self.mean(h), torch.nn.functional.softplus(self.std(h)) + 1e-3
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from decoders import MLPDecoder
 
 from lsg_graph.errors import InvalidInput
 from lsg_graph.manifolds import LinearDecoder, SphereChart
@@ -36,23 +37,6 @@ MEAN_TOL = 5 / math.sqrt(COVARIANCE_WALKERS)  # 0.035
 SPHERE_WALKERS, SPHERE_STEPS, SPHERE_STEP = 2000, 300, 0.01
 UNIFORM_BIN_TOL = 0.035
 UNIFORM_MOMENT_TOL = 0.03
-
-
-class MLPDecoder(torch.nn.Module):
-    """A small smooth stochastic decoder: tanh MLP with a mean head and a softplus std head."""
-
-    def __init__(self, latent_dim: int = 2, output_dim: int = 5, hidden: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        self.latent_dim, self.output_dim = latent_dim, output_dim
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.hidden = torch.nn.Linear(latent_dim, hidden)
-            self.mean = torch.nn.Linear(hidden, output_dim)
-            self.std = torch.nn.Linear(hidden, output_dim)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.tanh(self.hidden(z))
-        return self.mean(h), torch.nn.functional.softplus(self.std(h)) + 1e-3
 
 
 class CubicRadius:
@@ -128,7 +112,7 @@ def test_shapes_decoded_means_and_inputs_untouched(sphere: PullbackMetric) -> No
 
 
 def test_walks_with_a_float32_module_decoder() -> None:
-    metric = PullbackMetric(MLPDecoder().float())
+    metric = PullbackMetric(MLPDecoder(latent_dim=2).float())
     result = random_walks(metric, np.zeros((4, 2)), 5, 0.01, "brownian", decode=True)
     assert np.isfinite(result.trajectories).all() and result.n_singular == 0
     np.testing.assert_allclose(result.decoded_means, decode_means(metric, result.trajectories))

@@ -1,0 +1,23 @@
+"""Small decoders shared by the tests (not analytic: see lsg_graph.manifolds for those with exact answers)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class MLPDecoder(torch.nn.Module):
+    """A small smooth stochastic decoder: tanh MLP with a mean head and a softplus std head."""
+
+    def __init__(self, latent_dim: int = 3, output_dim: int = 5, hidden: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        self.latent_dim, self.output_dim = latent_dim, output_dim
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.hidden = torch.nn.Linear(latent_dim, hidden)
+            self.mean = torch.nn.Linear(hidden, output_dim)
+            self.std = torch.nn.Linear(hidden, output_dim)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (n, D) and std (n, D) of z (n, d)."""
+        h = torch.tanh(self.hidden(z))
+        return self.mean(h), torch.nn.functional.softplus(self.std(h)) + 1e-3
