@@ -248,14 +248,25 @@ def test_non_convergence_warns_and_returns_the_graph_path(surface) -> None:
         assert "max_iter=1" in result.message
 
 
-def test_energy_fallback_returns_a_shorter_curve(surface) -> None:
-    """max_iter=1 with the energy fallback: still a warning, and the energy curve, shorter than the graph path."""
+def test_failed_shooting_goes_through_the_energy_fallback(surface) -> None:
+    """max_iter=1 from the graph path: the first attempt fails (recorded), the energy fallback runs, and shooting
+    from its curve (or the curve itself) comes back, shorter than the graph path and close to the distance."""
     _, _, metric, graph, pairs, exact = surface
-    with pytest.warns(ConvergenceWarning, match="max_iter"):
-        results = refine_geodesics(metric, graph, pairs[:3], max_iter=1, initial="graph")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        results = refine_geodesics(metric, graph, pairs[:3], max_iter=1, initial="graph", n_segments=1)
     for result, distance in zip(results, exact[:3]):
-        assert result.method == "energy" and result.length < result.graph_length
+        assert result.method in ("energy", "multiple_shooting") and result.length < result.graph_length
+        assert "single shooting: no convergence in max_iter=1" in result.message
         assert result.length == pytest.approx(distance, rel=1e-3)
+
+
+def test_energy_non_convergence_warns_naming_energy_iter(surface) -> None:
+    """method="energy", energy_iter=1: a ConvergenceWarning naming energy_iter; no curve longer than the path."""
+    _, _, metric, graph, pairs, _ = surface
+    with pytest.warns(ConvergenceWarning, match=r"raise energy_iter \(now 1\)"):
+        results = refine_geodesics(metric, graph, pairs[:2], "energy", energy_iter=1)
+    assert all(not r.converged and r.method in ("energy", "graph") and r.length <= r.graph_length for r in results)
 
 
 def hand_graph() -> LatentGraph:
