@@ -63,13 +63,16 @@ def train(
     epochs: int | None = typer.Option(None, help="Epochs of stage 1 (encoder and mean); default from the model config."),
     rbf_epochs: int | None = typer.Option(None, "--rbf-epochs", help="Epochs of stage 2 (RBF precision network)."),
     seed: int = typer.Option(0, help="Seed of every random step (same seed, same weights)."),
+    architecture: str = typer.Option("mlp", help="Encoder and mean decoder: 'mlp', or 'conv' for image data (idx:DIR, digits, npz with image_shape; H and W divisible by 4)."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (where the model trains)."),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train the VAE with the RBF precision decoder (two stages) and save it into the run directory."""
     from lsg_graph.pipeline import train_run
 
-    summary = train_run(out, data, seed=seed, progress=not quiet, latent_dim=latent_dim, epochs=epochs, rbf_epochs=rbf_epochs)
+    summary = train_run(out, data, seed=seed, progress=not quiet, device=device, latent_dim=latent_dim, epochs=epochs,
+                        rbf_epochs=rbf_epochs, architecture=architecture)
     report = summary.report
     typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
     _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
@@ -91,11 +94,12 @@ def evaluate(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     samples: int = typer.Option(256, help="Importance samples per point for the IWAE log-likelihood bound."),
     seed: int = typer.Option(0, help="Seed of the sampling."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
 ) -> None:
     """Print the paper's claims for the run's model: sigma far from the data, and held-out log-likelihood."""
     from lsg_graph.pipeline import evaluate_run
 
-    typer.echo(evaluate_run(run, n_samples=samples, seed=seed).to_table())
+    typer.echo(evaluate_run(run, n_samples=samples, seed=seed, device=device).to_table())
 
 
 @app.command()

@@ -16,7 +16,7 @@ import torch
 from lsg_graph import _io
 from lsg_graph._validation import check_codes, check_random_state, resolve_device
 from lsg_graph.data import Dataset, load_dataset, train_test_split_indices
-from lsg_graph.errors import ArtifactError
+from lsg_graph.errors import ArtifactError, InvalidInput
 from lsg_graph.graph.latent_graph import DEFAULT_K, GRAPH_FILE, LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
 from lsg_graph.vae import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
@@ -62,20 +62,41 @@ def train_run(
     data: str = "digits",
     seed: int = 0,
     progress: bool = True,
+    device: str = "auto",
     **config_overrides: Any,
 ) -> TrainSummary:
-    """Train the VAE (both stages) on the train split of `data` and save it into `run_dir`."""
+    """Train the VAE (both stages) on the train split of `data` on `device` and save it into `run_dir`.
+
+    `config_overrides` are VAEConfig fields (None: the default). With architecture="conv" the image shape comes
+    from the data set (digits: (8, 8); IDX folders: (28, 28); npz files: their 'image_shape' key).
+    """
     seed = check_random_state(seed)
     run_dir = check_run_dir(run_dir)
+    torch_device = resolve_device(device)
     dataset = load_dataset(data)
-    train_idx, held_idx = _split(dataset, seed)
     overrides = {name: value for name, value in config_overrides.items() if value is not None}
+    if overrides.get("architecture") == "conv" and "image_shape" not in overrides:
+        overrides["image_shape"] = _conv_image_shape(dataset, data)
     config = VAEConfig(input_dim=dataset.n_features, seed=seed, **overrides)
-    vae, report = train_vae(dataset.images[train_idx], config, dataset.images[held_idx], progress=progress)
+    train_idx, held_idx = _split(dataset, seed)
+    vae, report = train_vae(
+        dataset.images[train_idx], config, dataset.images[held_idx], progress=progress, device=torch_device
+    )
     run_dir = Path(run_dir)
     vae.save(run_dir)
     _io.update_manifest(run_dir, "data", [], {"data": data, "held_out_fraction": HELD_OUT_FRACTION, "split_seed": seed})
     return TrainSummary(report, data, len(train_idx), len(held_idx), run_dir, run_dir / MODEL_FILE)
+
+
+def _conv_image_shape(dataset: Dataset, data: str) -> tuple[int, ...]:
+    """The image shape of `dataset` for the conv architecture, else InvalidInput saying how to provide one."""
+    if dataset.image_shape is None:
+        raise InvalidInput(
+            f"architecture='conv' needs images, but the data {data!r} have no image shape (only flat rows of "
+            f"{dataset.n_features} values). Use 'idx:DIR' (MNIST-style IDX files), 'npz:FILE' with an 'image_shape' "
+            "key ((H, W) or (C, H, W)) or (n, H, W) images, or 'digits'; or train with architecture='mlp'."
+        )
+    return dataset.image_shape
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
@@ -111,9 +132,11 @@ def load_model(run_dir: str | Path, device: str = "auto") -> VAE:
     return VAE.load(run_dir, device=str(resolve_device(device)))
 
 
-def evaluate_run(run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0) -> PaperClaims:
-    """The paper's claims (sigma extrapolation, held-out IWAE log-likelihood) for the run's model."""
-    vae = load_model(run_dir, "cpu")
+def evaluate_run(
+    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto"
+) -> PaperClaims:
+    """The paper's claims (sigma extrapolation, held-out IWAE log-likelihood) for the run's model, on `device`."""
+    vae = load_model(run_dir, device)
     data, split_seed = run_data_spec(run_dir)
     dataset = load_dataset(data)
     train_idx, held_idx = _split(dataset, split_seed)
@@ -140,7 +163,7 @@ def build_run(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if not (run_dir / MODEL_FILE).exists():
-        trained = train_run(run_dir, data or "digits", seed=seed, progress=progress)
+        trained = train_run(run_dir, data or "digits", seed=seed, progress=progress, device=device)
         timings["train_s"] = time.perf_counter() - started
     recorded_data, _ = run_data_spec(run_dir)
     data = data or recorded_data

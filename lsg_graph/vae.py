@@ -3,15 +3,17 @@
 The model follows Arvanitidis, Hansen & Hauberg, "Latent Space Oddity" (ICLR 2018):
 
 * an encoder q(z|x) = N(mean(x), diag(std(x)^2)) and a standard normal prior p(z);
-* a decoder mean mu(z) (an MLP, output "sigmoid" for data in [0, 1] or "identity");
+* a decoder mean mu(z) (an MLP, or with architecture="conv" a small transposed-convolution net for images;
+  output "sigmoid" for data in [0, 1] or "identity");
 * two decoder standard deviations, kept side by side so the paper's comparison can be made:
   "standard", an MLP head trained jointly with the VAE (stage 1), and "rbf", the paper's RBF network for the
   precision, beta(z) = W v(z) + zeta with v_k(z) = exp(-gamma_k ||z - c_k||^2) and W >= 0, fitted afterwards with
   the encoder and the mean frozen (stage 2). Far from the data v(z) -> 0, so sigma(z) -> zeta^(-1/2): the decoder
   becomes uncertain off the data, which is what makes the pullback metric large there.
 
-Everything a decoder computes is built from smooth, row-wise independent torch ops (tanh/elu/softplus MLPs), so
-the rest of the library can differentiate it twice with `torch.func.jvp`, in float32 or float64.
+Everything a decoder computes is built from smooth, row-wise independent torch ops (tanh/elu/softplus MLPs and
+convolutions), so the rest of the library can differentiate it twice with `torch.func.jvp`, in float32 or float64.
+Data and decoder outputs are always flat rows (n, D); the conv modules unflatten to images internally.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ MODEL_JSON = "model.json"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
 MEAN_OUTPUTS = ("sigmoid", "identity")
 VARIANCES = ("rbf", "standard")
+ARCHITECTURES = ("mlp", "conv")
+CONV_CHANNELS = (32, 64)  # conv encoder: two stride-2 4x4 convolutions
+DECONV_CHANNELS = (32, 16)  # conv mean decoder: kept lean, it is differentiated millions of times for edge weights
 PAPER_RATIO = 10.0  # the paper's claim: the RBF decoder's sigma at 3R is at least 10x its sigma on the codes
 _ENCODER_MIN_STD = 1e-4
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -95,6 +100,8 @@ class VAEConfig:
     learning_rate: float = 2e-3
     rbf_learning_rate: float = 1e-2
     seed: int = 0
+    architecture: str = "mlp"  # "mlp", or "conv" for images (encoder and mean decoder; the std heads stay MLP/RBF)
+    image_shape: tuple[int, ...] | None = None  # (H, W) or (C, H, W) the input_dim values unflatten to; conv needs it
 
     def __post_init__(self) -> None:
         """Validate and normalise every field (raises InvalidInput naming the field and value)."""
@@ -116,16 +123,23 @@ class VAEConfig:
         self.learning_rate = check_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True)
         self.rbf_learning_rate = check_float(self.rbf_learning_rate, "rbf_learning_rate", 0.0, strict_minimum=True)
         self.seed = check_random_state(self.seed, "seed")
+        self.architecture = check_choice(self.architecture, "architecture", ARCHITECTURES)
+        self.image_shape = _check_config_image_shape(self.image_shape, self.input_dim, self.architecture)
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict (hidden_dims as a list)."""
+        """The configuration as a JSON-ready dict (hidden_dims and image_shape as lists)."""
         payload = dataclasses.asdict(self)
         payload["hidden_dims"] = list(self.hidden_dims)
+        payload["image_shape"] = None if self.image_shape is None else list(self.image_shape)
         return payload
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> VAEConfig:
-        """Build a config from a dict, refusing unknown or missing keys and wrongly typed values (InvalidInput)."""
+        """Build a config from a dict, refusing unknown or missing keys and wrongly typed values (InvalidInput).
+
+        Keys added in later versions (architecture, image_shape) take their defaults when absent, so configs saved
+        before them still load.
+        """
         if not isinstance(payload, Mapping):
             raise InvalidInput(f"A VAE config must be a dict; got {type(payload).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -142,6 +156,39 @@ def _check_hidden_dims(value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise InvalidInput(f"The 'hidden_dims' parameter must be a list of ints >= 1; got {value!r}.")
     return tuple(check_positive_int(width, f"hidden_dims[{i}]") for i, width in enumerate(value))
+
+
+def _check_config_image_shape(value: Any, input_dim: int, architecture: str) -> tuple[int, ...] | None:
+    """Return image_shape as (H, W) or (C, H, W) ints matching input_dim (None allowed for "mlp"), else InvalidInput."""
+    expected = "(H, W) or (C, H, W) positive ints"
+    if value is None:
+        if architecture == "conv":
+            raise InvalidInput(
+                f"architecture='conv' needs image_shape, the {expected} that the input_dim={input_dim} values of "
+                "each sample unflatten to (e.g. (28, 28) for MNIST); got None."
+            )
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) not in (2, 3):
+        raise InvalidInput(f"The 'image_shape' parameter must be {expected}; got {value!r}.")
+    shape = tuple(check_positive_int(size, f"image_shape[{i}]") for i, size in enumerate(value))
+    if math.prod(shape) != input_dim:
+        raise InvalidInput(
+            f"image_shape {shape} holds {math.prod(shape)} values but input_dim is {input_dim}; expected a shape "
+            f"whose product is {input_dim}."
+        )
+    height, width = shape[-2:]
+    if architecture == "conv" and (height % 4 or width % 4):
+        raise InvalidInput(
+            f"image_shape {shape} does not suit architecture='conv': height and width must be divisible by 4 (two "
+            f"stride-2 convolutions); got H={height}, W={width}."
+        )
+    return shape
+
+
+def _chw(image_shape: tuple[int, ...] | None) -> tuple[int, int, int]:
+    """(C, H, W) of a validated (H, W) or (C, H, W) image shape."""
+    assert image_shape is not None  # VAEConfig guarantees it for architecture="conv"
+    return (1, *image_shape) if len(image_shape) == 2 else (image_shape[0], image_shape[1], image_shape[2])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,6 +221,36 @@ class Encoder(nn.Module):
         return mean, F.softplus(raw_std) + _ENCODER_MIN_STD
 
 
+class ConvEncoder(nn.Module):
+    """Images x (..., D) -> posterior mean and std (..., d): two stride-2 4x4 convolutions, then an MLP.
+
+    Rows are unflattened to (C, H, W) internally; every op acts on each row alone.
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.latent_dim = config.latent_dim
+        self.image_chw = _chw(config.image_shape)
+        channels, height, width = self.image_chw
+        act = ACTIVATIONS[config.activation]
+        first, second = CONV_CHANNELS
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, first, 4, stride=2, padding=1), act(),
+            nn.Conv2d(first, second, 4, stride=2, padding=1), act(),
+        )
+        flat = second * (height // 4) * (width // 4)
+        self.net = _mlp([flat, *config.hidden_dims, 2 * config.latent_dim], config.activation)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and standard deviation, each (..., d)."""
+        lead = x.shape[:-1]
+        n = math.prod(lead)
+        features = self.conv(x.reshape(n, *self.image_chw)).reshape(n, -1)
+        out = self.net(features).reshape(*lead, 2 * self.latent_dim)
+        mean, raw_std = out[..., : self.latent_dim], out[..., self.latent_dim :]
+        return mean, F.softplus(raw_std) + _ENCODER_MIN_STD
+
+
 class MeanDecoder(nn.Module):
     """z (..., d) -> decoder mean (..., D) through an MLP and the output activation."""
 
@@ -184,8 +261,42 @@ class MeanDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Decoder mean (..., D), in data units."""
-        out = self.net(z)
+        return self._output(self.net(z))
+
+    def _output(self, out: Tensor) -> Tensor:
+        """The output activation ("sigmoid" or "identity")."""
         return torch.sigmoid(out) if self.mean_output == "sigmoid" else out
+
+
+class ConvMeanDecoder(MeanDecoder):
+    """z (..., d) -> decoder mean (..., D): an MLP to a (32, H/4, W/4) map, two 4x4 stride-2 transposed convolutions
+    (32 -> 16 -> C channels) and the output activation, flattened back to rows. Lean on purpose: the pullback metric
+    differentiates it (jvp, jvp of jvp) at every quadrature node of every graph edge.
+    """
+
+    def __init__(self, config: VAEConfig, mean_output: str) -> None:
+        nn.Module.__init__(self)
+        self.mean_output = mean_output
+        self.output_dim = config.input_dim
+        channels, height, width = _chw(config.image_shape)
+        first, second = DECONV_CHANNELS
+        self.map_shape = (first, height // 4, width // 4)
+        act = ACTIVATIONS[config.activation]
+        self.net = nn.Sequential(
+            _mlp([config.latent_dim, *reversed(config.hidden_dims), math.prod(self.map_shape)], config.activation),
+            act(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(first, second, 4, stride=2, padding=1), act(),
+            nn.ConvTranspose2d(second, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Decoder mean (..., D), in data units."""
+        lead = z.shape[:-1]
+        n = math.prod(lead)
+        maps = self.net(z.reshape(n, z.shape[-1])).reshape(n, *self.map_shape)
+        return self._output(self.deconv(maps).reshape(*lead, self.output_dim))
 
 
 class StandardStd(nn.Module):
@@ -236,7 +347,7 @@ class VAEDecoder(nn.Module):
     It holds the VAE's own submodules: changing its dtype or device changes the VAE's too.
     """
 
-    def __init__(self, mean: MeanDecoder, std: nn.Module, latent_dim: int, output_dim: int, variance: str) -> None:
+    def __init__(self, mean: nn.Module, std: nn.Module, latent_dim: int, output_dim: int, variance: str) -> None:
         super().__init__()
         self.mean = mean
         self.std = std
@@ -266,8 +377,9 @@ class VAE(nn.Module):
         if not isinstance(config, VAEConfig):
             raise InvalidInput(f"VAE needs a VAEConfig; got {type(config).__name__}.")
         self.config = config
-        self.encoder = Encoder(config)
-        self.mean_decoder = MeanDecoder(config, config.mean_output or "identity")
+        conv = config.architecture == "conv"
+        self.encoder = ConvEncoder(config) if conv else Encoder(config)
+        self.mean_decoder = (ConvMeanDecoder if conv else MeanDecoder)(config, config.mean_output or "identity")
         self.standard_std = StandardStd(config)
         self.rbf_std = RBFStd(config)
         self.rbf_fitted = False
@@ -517,26 +629,30 @@ def train_vae(
     config: VAEConfig | None = None,
     x_held_out: np.ndarray | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[VAE, TrainReport]:
-    """Train a VAE on x_train (n, D) in two stages; return the model (eval mode, CPU, float32) and its report.
+    """Train a VAE on x_train (n, D) in two stages; return the model (eval mode, float32, on `device`) and its report.
 
     Stage 1 maximises the ELBO of encoder, mean and standard variance head with Adam. Stage 2 places the RBF
     centres by k-means on the training codes (encoder means), sets the bandwidths from the cluster spreads, and
     fits only W with everything else frozen, maximising the same ELBO (z sampled from q(z|x) each step; the KL
-    term is then a constant). Deterministic for a given config.seed on one machine; the global torch RNG is
-    left untouched.
+    term is then a constant). `device` is "cpu" (default), "cuda[:i]", "auto" or a torch.device; the initial
+    weights and all sampling come from seeded CPU generators, so a seed gives the same start on every device.
+    Deterministic for a given config.seed on one machine on CPU (CUDA kernels may differ in the last bits); the
+    global torch RNG is left untouched.
     """
     x = check_array(x_train, "x_train", ndim=2, dtype=np.float32, min_rows=2)
     held = None
     if x_held_out is not None:
         held = check_array(x_held_out, "x_held_out", ndim=2, dtype=np.float32, n_columns=x.shape[1])
     config = _resolve_config(config, x)
+    torch_device = resolve_device(device)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _one_thread():
-        torch.manual_seed(config.seed)
+        torch.default_generator.manual_seed(config.seed)  # the CPU generator only: CUDA's is not ours to reseed
         generator = torch.Generator().manual_seed(config.seed)
-        vae = VAE(config)
-        data = torch.from_numpy(np.ascontiguousarray(x))
+        vae = VAE(config).to(torch_device)
+        data = torch.from_numpy(np.ascontiguousarray(x)).to(torch_device)
         bar = _progress_bar(config.epochs + config.rbf_epochs, progress)
         try:
             stage1 = _train_stage1(vae, data, generator, bar)
@@ -547,7 +663,7 @@ def train_vae(
         vae.eval()
         held_rbf = held_standard = None
         if held is not None:
-            held_tensor = torch.from_numpy(np.ascontiguousarray(held))
+            held_tensor = torch.from_numpy(np.ascontiguousarray(held)).to(torch_device)
             held_rbf = _mean_elbo(vae, held_tensor, "rbf", config.seed)
             held_standard = _mean_elbo(vae, held_tensor, "standard", config.seed)
     report = TrainReport(
@@ -581,7 +697,7 @@ def _train_stage1(vae: VAE, data: Tensor, generator: torch.Generator, bar: Any) 
     for _ in range(config.epochs):
         total = 0.0
         for index in _batches(data.shape[0], config.batch_size, generator):
-            loss = _negative_elbo(vae, data[index], vae.standard_std, generator).mean()
+            loss = _negative_elbo(vae, data[index.to(data.device)], vae.standard_std, generator).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -599,7 +715,7 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
     from sklearn.cluster import KMeans
 
     config, rbf = vae.config, vae.rbf_std
-    codes = vae.encoder(data)[0].double().numpy()
+    codes = vae.encoder(data)[0].double().cpu().numpy()
     if not np.isfinite(codes).all():
         _check_not_diverged(float("nan"), 1, config.epochs, data, "learning_rate", config.learning_rate)
     n_clusters = min(config.n_centers, codes.shape[0])
@@ -680,7 +796,7 @@ def _train_stage2(vae: VAE, data: Tensor, generator: torch.Generator, bar: Any) 
     for _ in range(config.rbf_epochs):
         total = 0.0
         for index in _batches(data.shape[0], config.batch_size, generator):
-            x = data[index]
+            x = data[index.to(data.device)]
             with torch.no_grad():
                 mean_z, std_z = vae.encoder(x)
                 z = mean_z + std_z * _randn(tuple(mean_z.shape), generator, mean_z)

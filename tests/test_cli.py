@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -154,3 +156,72 @@ def test_walk_and_plot_write_files(built_run: Path) -> None:
     result = runner.invoke(app, ["plot", "--run", str(built_run), "--pairs", "2", "--refine", "none"])
     assert result.exit_code == 0, result.output
     assert (built_run / "magnification.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --architecture conv and --device on train / evaluate
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_train_conv_on_digits_then_evaluate(tmp_path: Path) -> None:
+    """`train --architecture conv` works on the 8x8 digits; `evaluate --device cpu` reads the conv model back."""
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", "--architecture", "conv", "--epochs", "2", "--rbf-epochs", "1", "--device", "cpu", "--out", str(run), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out ELBO" in result.output
+    from lsg_graph.vae import VAE
+
+    model = VAE.load(run)
+    assert model.config.architecture == "conv" and model.config.image_shape == (8, 8)
+    result = runner.invoke(app, ["evaluate", "--run", str(run), "--samples", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "ratio far / codes" in result.output
+
+
+def test_train_conv_needs_images(tmp_path: Path) -> None:
+    """A conv request on flat data without an image shape says what is needed."""
+    np.save(tmp_path / "flat.npy", np.random.default_rng(0).uniform(0, 1, (50, 16)).astype(np.float32))
+    result = runner.invoke(app, ["train", "--data", f"npy:{tmp_path / 'flat.npy'}", "--architecture", "conv", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "architecture='conv' needs images" in result.output and "idx:DIR" in result.output
+    assert "image_shape" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["train", "--architecture", "resnet", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Unknown architecture 'resnet'" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("command", [["train"], ["evaluate"]])
+def test_device_cuda_without_cuda_is_refused(tmp_path: Path, command: list[str]) -> None:
+    """`--device cuda` without CUDA is one clear error line, before any work is done."""
+    result = runner.invoke(app, [*command, "--device", "cuda", "--run", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "CUDA is not available" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file: magic (0x0000, 0x08, ndim), big-endian uint32 dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_conv_trains_on_an_idx_folder_through_train_run(tmp_path: Path) -> None:
+    """An IDX folder of 28x28 images gives the conv model its image shape; train_run trains and saves it."""
+    from lsg_graph.pipeline import train_run
+    from lsg_graph.vae import VAE
+
+    bunch = load_digits()
+    images = np.kron(bunch.images[:60], np.ones((3, 3)))  # 24x24, values 0..16
+    images = np.pad(images * 15.9, ((0, 0), (2, 2), (2, 2)))  # 28x28 in 0..254
+    _write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", bunch.target[:60])
+    summary = train_run(
+        tmp_path / "run", f"idx:{tmp_path}", progress=False, device="cpu", architecture="conv",
+        hidden_dims=(16,), epochs=2, rbf_epochs=1, n_centers=8,
+    )
+    assert summary.n_train + summary.n_held_out == 60
+    model = VAE.load(summary.run_dir)
+    assert model.config.architecture == "conv" and model.config.image_shape == (28, 28)
+    assert model.config.input_dim == 784 and np.isfinite(summary.report.held_out_elbo)

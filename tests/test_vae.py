@@ -382,3 +382,132 @@ def test_extrapolation_claim_with_default_model(default_model: tuple[VAE, object
     assert np.isfinite(claims.iwae_rbf) and np.isfinite(claims.iwae_standard)
     table = claims.to_table()
     assert "ratio far / codes" in table and "holds" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Convolutional architecture
+# ---------------------------------------------------------------------------------------------------------------
+
+CONV_SMALL = {**SMALL, "architecture": "conv"}
+
+
+def _digits_28(digits: np.ndarray, n: int) -> np.ndarray:
+    """The first n digits upsampled 3x (np.kron) and padded by 2 pixels to 28x28 images, flat (n, 784) in [0, 1]."""
+    images = np.kron(digits[:n].reshape(n, 8, 8), np.ones((3, 3), dtype=np.float32))
+    return np.pad(images, ((0, 0), (2, 2), (2, 2))).reshape(n, 784).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def conv_model(digits: np.ndarray) -> VAE:
+    """A quickly trained tiny conv model on the 8x8 digits (both stages fitted)."""
+    return train_vae(digits[:300], VAEConfig(input_dim=64, image_shape=(8, 8), **CONV_SMALL), progress=False)[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        ({"architecture": "resnet"}, r"Unknown architecture 'resnet'; expected one of: 'mlp', 'conv'"),
+        ({"architecture": "conv"}, r"architecture='conv' needs image_shape, the \(H, W\) or \(C, H, W\).*got None"),
+        (
+            {"architecture": "conv", "input_dim": 840, "image_shape": (30, 28)},
+            r"image_shape \(30, 28\) does not suit architecture='conv': height and width must be divisible by 4.*H=30",
+        ),
+        ({"architecture": "conv", "image_shape": (8, 9)}, r"image_shape \(8, 9\) holds 72 values but input_dim is 64"),
+        ({"image_shape": (1, 2, 4, 8)}, r"'image_shape' parameter must be \(H, W\) or \(C, H, W\).*\(1, 2, 4, 8\)"),
+        ({"architecture": "conv", "image_shape": (8, 0)}, r"'image_shape\[1\]'.*>= 1; got 0"),
+    ],
+)
+def test_conv_config_errors_are_named(overrides: dict, pattern: str) -> None:
+    with pytest.raises(InvalidInput, match=pattern):
+        VAEConfig(**{"input_dim": 64, **overrides})
+
+
+def test_conv_config_round_trip_and_old_configs_load() -> None:
+    config = VAEConfig(input_dim=2 * 28 * 28, architecture="conv", image_shape=[2, 28, 28])
+    assert config.image_shape == (2, 28, 28)
+    payload = json.loads(json.dumps(config.to_dict()))
+    assert payload["image_shape"] == [2, 28, 28] and payload["architecture"] == "conv"
+    assert VAEConfig.from_dict(payload) == config
+    old = VAEConfig(input_dim=64).to_dict()
+    del old["architecture"], old["image_shape"]  # a config saved before these keys existed
+    loaded = VAEConfig.from_dict(old)
+    assert loaded.architecture == "mlp" and loaded.image_shape is None
+
+
+def test_old_model_file_without_new_keys_loads(saved: Path, small_model: VAE) -> None:
+    _rewrite(saved, edit_meta=lambda m: [m["config"].pop(key) for key in ("architecture", "image_shape")])
+    loaded = VAE.load(saved.parent)
+    assert loaded.config == small_model.config
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.decode(z)[0], small_model.decode(z)[0])
+
+
+def test_conv_trains_on_28x28_images(digits: np.ndarray) -> None:
+    x = _digits_28(digits, 200)
+    config = VAEConfig(input_dim=784, image_shape=(28, 28), **{**CONV_SMALL, "epochs": 4, "rbf_epochs": 1})
+    model, report = train_vae(x[:160], config, x_held_out=x[160:], progress=False)
+    assert type(model.encoder).__name__ == "ConvEncoder" and type(model.mean_decoder).__name__ == "ConvMeanDecoder"
+    assert model.config.mean_output == "sigmoid" and model.rbf_fitted
+    assert report.stage1_losses[-1] < report.stage1_losses[0]
+    assert np.isfinite(report.held_out_elbo)
+    codes = encode_codes(model, x)
+    assert codes.shape == (200, 2) and np.isfinite(codes).all()
+    mean, std = model.decode(torch.from_numpy(codes[:7]))
+    assert mean.shape == std.shape == (7, 784)
+    # leading batch dims, as in IWAE sampling, go through the conv modules unchanged
+    assert model.mean_decoder(torch.zeros(3, 5, 2)).shape == (3, 5, 784)
+
+
+def test_conv_training_is_deterministic(digits: np.ndarray) -> None:
+    config = VAEConfig(input_dim=64, image_shape=(8, 8), **{**CONV_SMALL, "epochs": 1, "rbf_epochs": 1})
+    first, _ = train_vae(digits[:100], config, progress=False)
+    second, _ = train_vae(digits[:100], config, progress=False, device="cpu")
+    state_a, state_b = _state(first), _state(second)
+    assert all(torch.equal(state_a[name], state_b[name]) for name in state_a)
+
+
+def test_conv_save_load_round_trip(conv_model: VAE, digits: np.ndarray, tmp_path: Path) -> None:
+    conv_model.save(tmp_path)
+    loaded = VAE.load(tmp_path)
+    assert loaded.config == conv_model.config and loaded.config.image_shape == (8, 8)
+    assert type(loaded.mean_decoder).__name__ == "ConvMeanDecoder"
+    x = torch.from_numpy(digits[:11])
+    for expected, got in zip(conv_model.encode(x), loaded.encode(x)):
+        assert torch.equal(expected, got)
+    z = torch.randn(13, 2, generator=torch.Generator().manual_seed(0))
+    for variance in ("rbf", "standard"):
+        for expected, got in zip(conv_model.decode(z, variance), loaded.decode(z, variance)):
+            assert torch.equal(expected, got)
+
+
+def test_conv_decoder_jvp_and_jvp_of_jvp_match_finite_differences(conv_model: VAE) -> None:
+    decoder = copy.deepcopy(conv_model).to(torch.float64).decoder("rbf")
+    generator = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    v = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+    (mean, std), (d_mean, d_std) = torch.func.jvp(decoder, (z,), (v,))
+    assert mean.shape == std.shape == (5, 64)
+    h = 1e-6
+    plus, minus = decoder(z + h * v), decoder(z - h * v)
+    torch.testing.assert_close(d_mean, (plus[0] - minus[0]) / (2 * h), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(d_std, (plus[1] - minus[1]) / (2 * h), rtol=1e-6, atol=1e-8)
+
+    def directional(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.func.jvp(decoder, (point,), (v,))[1]
+
+    _, (dd_mean, dd_std) = torch.func.jvp(directional, (z,), (v,))
+    h = 1e-4
+    fd_plus, fd_minus = decoder(z + h * v), decoder(z - h * v)
+    torch.testing.assert_close(dd_mean, (fd_plus[0] - 2 * mean + fd_minus[0]) / h**2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dd_std, (fd_plus[1] - 2 * std + fd_minus[1]) / h**2, rtol=1e-4, atol=1e-5)
+    # row independence: a tangent on one row moves only that row
+    tangent = torch.zeros_like(z)
+    tangent[2] = 1.0
+    _, (d_rows, _) = torch.func.jvp(decoder, (z,), (tangent,))
+    assert torch.count_nonzero(d_rows[[0, 1, 3, 4]]) == 0 and torch.count_nonzero(d_rows[2]) > 0
+
+
+def test_conv_rbf_sigma_grows_far_from_the_data(conv_model: VAE, digits: np.ndarray) -> None:
+    codes = encode_codes(conv_model, digits[:300])
+    report = extrapolation_report(conv_model, codes, factor=3.0, n_points=200)
+    assert report.rbf_sigma_far > report.rbf_sigma_codes, report
