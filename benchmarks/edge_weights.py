@@ -56,7 +56,7 @@ from lsg_graph._validation import resolve_device  # noqa: E402
 from lsg_graph.data import load_digits  # noqa: E402
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
-from lsg_graph.graph.weights import DEFAULT_POINTS_PER_CHUNK, edge_lengths, gauss_legendre  # noqa: E402
+from lsg_graph.graph.weights import default_points_per_chunk, edge_lengths, gauss_legendre  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 from lsg_graph.pipeline import build_run  # noqa: E402
 from lsg_graph.vae import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
@@ -67,6 +67,9 @@ DEFAULT_METRIC_CHUNK = PullbackMetric.__init__.__defaults__[0]  # PullbackMetric
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+DEFAULT_POINTS_PER_CHUNK = default_points_per_chunk("cpu")  # set for the run's device in main
 
 
 def load() -> list[float]:
@@ -480,10 +483,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started_all = time.perf_counter()
     device = resolve_device(args.device)
+    global DEFAULT_POINTS_PER_CHUNK
+    DEFAULT_POINTS_PER_CHUNK = default_points_per_chunk(device)
     rng = np.random.default_rng(args.seed)
     quick = args.quick
     repeats = 3
-    chunks = (2048, 8192, 65536)
+    chunks = tuple(sorted({2048, DEFAULT_POINTS_PER_CHUNK, 8192, 65536}))
     default_threads = torch.get_num_threads()
     thread_counts: tuple[int | None, ...] = (None,)
     if device.type == "cpu" and default_threads > 1:

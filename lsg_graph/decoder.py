@@ -28,7 +28,12 @@ PROBE_ROWS = 3
 
 @runtime_checkable
 class Decoder(Protocol):
-    """A batched decoder: z (n, latent_dim) -> (mean (n, output_dim), std (n, output_dim) or None)."""
+    """A batched decoder: z (n, latent_dim) -> (mean (n, output_dim), std (n, output_dim) or None).
+
+    Optional: a method `fused_jvp(z, v)` returning (mean, std, J_mean v, J_std v) (std entries None for a
+    deterministic decoder) in one pass. PullbackMetric uses it instead of `torch.func.jvp` when autograd is off
+    (edge weighting); the built-in VAE decoder has one (lsg_graph.forward_mode).
+    """
 
     latent_dim: int
     output_dim: int

@@ -155,6 +155,12 @@ class PullbackMetric:
 
     # ----------------------------------------------------------------------------------------------- derivatives
 
+    def _fused(self) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None, Tensor, Tensor | None]] | None:
+        """The decoder's own fused forward-mode pass (see lsg_graph.decoder), when it has one and autograd is off."""
+        if torch.is_grad_enabled():
+            return None
+        return getattr(self.decoder, "fused_jvp", None)
+
     def _jvp(self, z: Tensor, v: Tensor) -> Tensor:
         """Directional derivatives J_g(z_i) v_i (n, P) of the stacked decoder, one batched forward-mode pass.
 
@@ -163,9 +169,28 @@ class PullbackMetric:
         """
         if z.shape[0] == 0:
             return z.new_zeros(0, self._n_outputs(z))
+        fused = self._fused()
+        if fused is not None:
+            with _decoder_failures("forward-mode derivatives (the decoder's fused_jvp)"):
+                mean, std, d_mean, d_std = fused(z, v)
+            if std is None or d_std is None:
+                return d_mean + 0.0 * mean.sum(dim=1, keepdim=True)
+            return torch.cat([d_mean, d_std], dim=1) + 0.0 * (mean.sum(dim=1, keepdim=True) + std.sum(dim=1, keepdim=True))
         with _decoder_failures("forward-mode derivatives (torch.func.jvp)"):
             value, derivative = torch.func.jvp(self._g, (z,), (v,))
         return derivative + 0.0 * value.detach()
+
+    def _squared_speeds(self, z: Tensor, v: Tensor) -> Tensor:
+        """||J_g(z_i) v_i||^2 (n,); with a fused decoder pass, without stacking mean and std derivatives."""
+        fused = self._fused()
+        if fused is None or z.shape[0] == 0:
+            return self._jvp(z, v).square().sum(dim=1)
+        with _decoder_failures("forward-mode derivatives (the decoder's fused_jvp)"):
+            mean, std, d_mean, d_std = fused(z, v)
+        squared = d_mean.square().sum(dim=1) + 0.0 * mean.sum(dim=1)
+        if std is not None and d_std is not None:
+            squared = squared + d_std.square().sum(dim=1) + 0.0 * std.sum(dim=1)
+        return squared
 
     def _n_outputs(self, like: Tensor) -> int:
         """Columns P of the stacked output (2D, or D when the decoder is deterministic), from a one-row call."""
@@ -218,7 +243,7 @@ class PullbackMetric:
 
     def _inner(self, z: Tensor, v: Tensor) -> Tensor:
         """Squared metric norms (n,) of tensors already on the decoder's device and dtype."""
-        squared = self._map_chunks(lambda a, b: self._jvp(a, b).square().sum(dim=1), (z, v), 1)
+        squared = self._map_chunks(self._squared_speeds, (z, v), 1)
         return self._check_finite(squared, (z, v), "metric inner products")
 
     def norm(self, z: Any, v: Any) -> Tensor:

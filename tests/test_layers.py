@@ -16,6 +16,7 @@ LAYERS = {
     "lsg_graph._validation": 0,
     "lsg_graph._io": 0,
     "lsg_graph.data": 1,
+    "lsg_graph.forward_mode": 2,
     "lsg_graph.vae": 2,
     "lsg_graph.decoder": 2,
     "lsg_graph.manifolds": 2,

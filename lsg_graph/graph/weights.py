@@ -15,7 +15,10 @@ from lsg_graph.errors import DecoderError, InvalidInput
 from lsg_graph.metric import PullbackMetric
 
 DEFAULT_NODES = 8
-DEFAULT_POINTS_PER_CHUNK = 1 << 16
+# Quadrature points per chunk: on the CPU small chunks keep each layer's activations in cache (4096 points was
+# fastest on the digits decoder, 1.5-2x over 65536; benchmarks/edge_weights.py); a GPU needs large batches.
+CPU_POINTS_PER_CHUNK = 1 << 12
+CUDA_POINTS_PER_CHUNK = 1 << 18
 
 
 def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,6 +26,12 @@ def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     n_nodes = check_positive_int(n_nodes, "n_nodes")
     nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
     return (nodes + 1.0) / 2.0, weights / 2.0
+
+
+def default_points_per_chunk(device: torch.device | str | None) -> int:
+    """Quadrature points per chunk for edge weighting on `device`: CUDA_POINTS_PER_CHUNK on a GPU, else the CPU's."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    return CUDA_POINTS_PER_CHUNK if kind == "cuda" else CPU_POINTS_PER_CHUNK
 
 
 def check_metric(metric: object) -> PullbackMetric:
@@ -40,19 +49,22 @@ def edge_lengths(
     starts: np.ndarray,
     ends: np.ndarray,
     n_nodes: int = DEFAULT_NODES,
-    points_per_chunk: int = DEFAULT_POINTS_PER_CHUNK,
+    points_per_chunk: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Metric lengths (E,) float64 of the straight segments starts[e] -> ends[e], both (E, d) latent codes.
 
-    Work is split into chunks of at most `points_per_chunk` quadrature points (edges x nodes), so memory is
-    bounded by one chunk's forward-mode pass, on the metric's (decoder's) device and dtype.
+    Work is split into chunks of at most `points_per_chunk` quadrature points (edges x nodes; default
+    `default_points_per_chunk` of the metric's device), so memory is bounded by one chunk's forward-mode pass, on
+    the metric's (decoder's) device and dtype.
     """
     check_metric(metric)
     starts = check_codes(starts, "starts", latent_dim=metric.latent_dim, min_rows=0)
     ends = check_codes(ends, "ends", latent_dim=metric.latent_dim, min_rows=0)
     if starts.shape != ends.shape:
         raise InvalidInput(f"starts and ends must have the same shape; got {starts.shape} and {ends.shape}.")
+    if points_per_chunk is None:
+        points_per_chunk = default_points_per_chunk(metric.device)
     points_per_chunk = check_positive_int(points_per_chunk, "points_per_chunk")
     nodes, weights = gauss_legendre(n_nodes)
     n_edges = starts.shape[0]

@@ -1,0 +1,147 @@
+"""Fused forward-mode passes through torch layers: values and tangents stacked in one (2n, ...) tensor.
+
+`torch.func.jvp` runs every layer twice (value, then tangent) through its generic dual-number machinery. For the
+layers of the built-in networks the tangent of a linear layer is the same matrix product without the bias, so one
+product over the stacked rows [values; tangents] gives both, and each activation scales the tangent rows by its
+derivative in place. On the digits VAE decoder this is 1.7x the speed of `torch.func.jvp` on the CPU
+(benchmarks/edge_weights.py). In-place updates make it unfit for autograd: callers use it under `torch.no_grad()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+StackedRule = Callable[[nn.Module, Tensor, int], Tensor]
+
+
+def _linear(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """x W^T for all rows, + bias on the value rows."""
+    out = stacked @ layer.weight.transpose(0, 1)
+    if layer.bias is not None:
+        out[:n] += layer.bias
+    return out
+
+
+def _conv(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """The layer's convolution without bias for all rows, + bias (per channel) on the value rows."""
+    if isinstance(layer, nn.ConvTranspose2d):
+        out = F.conv_transpose2d(
+            stacked, layer.weight, None, layer.stride, layer.padding, layer.output_padding, layer.groups,
+            layer.dilation,
+        )
+    else:
+        out = F.conv2d(stacked, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+    if layer.bias is not None:
+        out[:n] += layer.bias[:, None, None]
+    return out
+
+
+def _reshape(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """Flatten/Unflatten act on each row alike."""
+    return layer(stacked)
+
+
+def _tanh(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """y = tanh(x); tangent * (1 - y^2)."""
+    value = stacked[:n].tanh_()
+    stacked[n:].mul_(1.0 - value * value)
+    return stacked
+
+
+def _sigmoid(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """y = sigmoid(x); tangent * y (1 - y)."""
+    value = stacked[:n].sigmoid_()
+    stacked[n:].mul_(value * (1.0 - value))
+    return stacked
+
+
+def _elu(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """y = elu(x); tangent * (1 where x > 0, else y + alpha)."""
+    positive = stacked[:n] > 0
+    value = F.elu(stacked[:n], layer.alpha)
+    stacked[n:].mul_(torch.where(positive, torch.ones_like(value), value + layer.alpha))
+    stacked[:n] = value
+    return stacked
+
+
+def _softplus(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """y = softplus(x); tangent * sigmoid(beta x) (1 above the linear threshold, as torch does)."""
+    stacked[:n], _ = softplus_jvp(stacked[:n], stacked[n:], layer.beta, layer.threshold)
+    return stacked
+
+
+def _relu(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """y = max(x, 0); tangent * (x > 0)."""
+    stacked[n:].mul_(stacked[:n] > 0)
+    stacked[:n].clamp_min_(0)
+    return stacked
+
+
+def _identity(layer: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """Nothing to do."""
+    return stacked
+
+
+RULES: dict[type[nn.Module], StackedRule] = {
+    nn.Linear: _linear,
+    nn.Conv2d: _conv,
+    nn.ConvTranspose2d: _conv,
+    nn.Flatten: _reshape,
+    nn.Unflatten: _reshape,
+    nn.Tanh: _tanh,
+    nn.Sigmoid: _sigmoid,
+    nn.ELU: _elu,
+    nn.Softplus: _softplus,
+    nn.ReLU: _relu,
+    nn.Identity: _identity,
+}
+
+
+def supports(module: nn.Module) -> bool:
+    """Whether `module` is a supported layer, or an nn.Sequential of them (nested)."""
+    if type(module) is nn.Sequential:
+        return all(supports(layer) for layer in module)
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and (
+        module.padding_mode != "zeros" or isinstance(module.padding, str)
+    ):
+        return False
+    return type(module) in RULES
+
+
+def stacked_forward(module: nn.Module, stacked: Tensor, n: int) -> Tensor:
+    """Push [values; tangents] (2n, ...) through `module`: values as it computes them, tangents by its derivative.
+
+    May modify `stacked` in place; run under torch.no_grad(). Raises TypeError for an unsupported layer.
+    """
+    if type(module) is nn.Sequential:
+        for layer in module:
+            stacked = stacked_forward(layer, stacked, n)
+        return stacked
+    rule = RULES.get(type(module))
+    if rule is None:
+        raise TypeError(f"No fused forward-mode rule for {type(module).__name__}.")
+    return rule(module, stacked, n)
+
+
+def module_jvp(module: nn.Module, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Value module(z) and directional derivative J(z) v, each (n, ...), for a supported module; inputs untouched."""
+    n = z.shape[0]
+    out = stacked_forward(module, torch.cat([z, v]), n)
+    return out[:n], out[n:]
+
+
+def sigmoid_jvp(value: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
+    """sigmoid applied to (value, tangent) pairs, in place."""
+    value = value.sigmoid_()
+    return value, tangent.mul_(value * (1.0 - value))
+
+
+def softplus_jvp(value: Tensor, tangent: Tensor, beta: float = 1.0, threshold: float = 20.0) -> tuple[Tensor, Tensor]:
+    """softplus applied to (value, tangent) pairs (tangent in place), with torch's linear regime above threshold."""
+    scaled = value * beta
+    slope = torch.where(scaled > threshold, torch.ones_like(scaled), torch.sigmoid(scaled))
+    return F.softplus(value, beta, threshold), tangent.mul_(slope)
