@@ -145,3 +145,66 @@ def softplus_jvp(value: Tensor, tangent: Tensor, beta: float = 1.0, threshold: f
     scaled = value * beta
     slope = torch.where(scaled > threshold, torch.ones_like(scaled), torch.sigmoid(scaled))
     return F.softplus(value, beta, threshold), tangent.mul_(slope)
+
+
+# ------------------------------------------------------------------------------------------------- second order
+# Blocks of rows: [value; m first-order tangents; one second-order tangent]. The second-order block is the second
+# directional derivative along the tangent of block `along` (1-based among the first-order blocks):
+#   y = s(x),  y' = s'(x) x',  y'' = s'(x) x'' + s''(x) (x'_along)^2.
+
+
+def _activation_derivatives(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """An activation's value y, first s'(x) and second s''(x) derivatives at x (elementwise)."""
+    if isinstance(layer, nn.Tanh):
+        y = torch.tanh(x)
+        slope = 1.0 - y * y
+        return y, slope, -2.0 * y * slope
+    if isinstance(layer, nn.Sigmoid):
+        y = torch.sigmoid(x)
+        slope = y * (1.0 - y)
+        return y, slope, slope * (1.0 - 2.0 * y)
+    if isinstance(layer, nn.ELU):
+        y = F.elu(x, layer.alpha)
+        negative = torch.where(x > 0, torch.zeros_like(y), y + layer.alpha)
+        return y, torch.where(x > 0, torch.ones_like(y), negative), negative
+    if isinstance(layer, nn.Softplus):
+        scaled = x * layer.beta
+        linear = scaled > layer.threshold
+        gate = torch.sigmoid(scaled)
+        slope = torch.where(linear, torch.ones_like(x), gate)
+        curvature = torch.where(linear, torch.zeros_like(x), layer.beta * gate * (1.0 - gate))
+        return F.softplus(x, layer.beta, layer.threshold), slope, curvature
+    if isinstance(layer, nn.ReLU):
+        return x.clamp_min(0), (x > 0).to(x.dtype), torch.zeros_like(x)
+    raise TypeError(f"No fused second-order rule for {type(layer).__name__}.")
+
+
+def second_order_forward(module: nn.Module, blocks: Tensor, along: int) -> Tensor:
+    """Push blocks (B, n, ...) = [values; first-order tangents; second-order tangent] through `module`."""
+    if type(module) is nn.Sequential:
+        for layer in module:
+            blocks = second_order_forward(layer, blocks, along)
+        return blocks
+    count, n = blocks.shape[:2]
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity)):
+        rows = blocks.reshape(count * n, *blocks.shape[2:])
+        out = stacked_forward(module, rows, n)  # linear: bias on the value block only
+        return out.reshape(count, n, *out.shape[1:])
+    value, slope, curvature = _activation_derivatives(module, blocks[0])
+    first = blocks[1:-1] * slope
+    second = blocks[-1] * slope + curvature * blocks[along].square()
+    return torch.cat([value.unsqueeze(0), first, second.unsqueeze(0)])
+
+
+def input_blocks(z: Tensor, v: Tensor) -> tuple[Tensor, int]:
+    """Blocks (d + 3, n, d) for inputs z, v (n, d): [z; e_1 .. e_d; v; 0], and the index of the v block."""
+    n, d = z.shape
+    identity = torch.eye(d, dtype=z.dtype, device=z.device).unsqueeze(1).expand(d, n, d)
+    return torch.cat([z.unsqueeze(0), identity, v.unsqueeze(0), torch.zeros_like(z).unsqueeze(0)]), d + 1
+
+
+def module_second_order(module: nn.Module, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Value (n, P), Jacobian columns J e_i (d, n, P) and h = d^2/ds^2 module(z + s v) (n, P) in one pass."""
+    blocks, along = input_blocks(z, v)
+    out = second_order_forward(module, blocks, along)
+    return out[0], out[1:along], out[-1]

@@ -319,8 +319,13 @@ class PullbackMetric:
 
     def _acceleration_chunk(self, z: Tensor, velocity: Tensor, ridge: float) -> Tensor:
         """Geodesic acceleration for one chunk of points (n, d)."""
-        jacobian = self._jacobian(z)
-        second = self._second_derivative(z, velocity)
+        fused = None if torch.is_grad_enabled() else getattr(self.decoder, "fused_geodesic_terms", None)
+        if fused is not None and z.shape[0] > 0:
+            with _decoder_failures("the Jacobian and second derivatives (the decoder's fused_geodesic_terms)"):
+                jacobian, second = fused(z, velocity)
+        else:
+            jacobian = self._jacobian(z)
+            second = self._second_derivative(z, velocity)
         metric = jacobian.transpose(1, 2) @ jacobian
         rhs = -(jacobian.transpose(1, 2) @ second.unsqueeze(-1))
         scale = torch.diagonal(metric, dim1=-2, dim2=-1).mean(dim=-1)

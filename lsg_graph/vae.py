@@ -279,6 +279,15 @@ class MeanDecoder(nn.Module):
         """The network before the output activation on stacked [values; tangents] (2n, d) -> (2n, D)."""
         return forward_mode.stacked_forward(self.net, stacked, n)
 
+    def second_order(self, blocks: Tensor, along: int) -> Tensor:
+        """Mean blocks (B, n, D) from input blocks (B, n, d) (see forward_mode.second_order_forward)."""
+        out = self._second_order_net(blocks, along)
+        return forward_mode.second_order_forward(nn.Sigmoid(), out, along) if self.mean_output == "sigmoid" else out
+
+    def _second_order_net(self, blocks: Tensor, along: int) -> Tensor:
+        """The network before the output activation on blocks (B, n, d) -> (B, n, D)."""
+        return forward_mode.second_order_forward(self.net, blocks, along)
+
 
 class ConvMeanDecoder(MeanDecoder):
     """z (..., d) -> decoder mean (..., D): an MLP to a (32, H/4, W/4) map, two 4x4 stride-2 transposed convolutions
@@ -317,6 +326,13 @@ class ConvMeanDecoder(MeanDecoder):
         maps = maps.contiguous(memory_format=torch.channels_last)
         return forward_mode.stacked_forward(self.deconv, maps, n).reshape(2 * n, self.output_dim)
 
+    def _second_order_net(self, blocks: Tensor, along: int) -> Tensor:
+        """MLP, maps and transposed convolutions on blocks (B, n, d) -> (B, n, D)."""
+        out = forward_mode.second_order_forward(self.net, blocks, along)
+        count, n = out.shape[:2]
+        maps = forward_mode.second_order_forward(self.deconv, out.reshape(count, n, *self.map_shape), along)
+        return maps.reshape(count, n, self.output_dim)
+
 
 class StandardStd(nn.Module):
     """The usual VAE variance head: z (..., d) -> std (..., D) = softplus(MLP(z)) + min_std."""
@@ -334,6 +350,13 @@ class StandardStd(nn.Module):
         """Std (n, D) and its directional derivative (n, D) in one fused pass (no autograd)."""
         std, tangent = forward_mode.softplus_jvp(*forward_mode.module_jvp(self.net, z, v))
         return std + self.min_std, tangent
+
+    def second_order(self, blocks: Tensor, along: int) -> Tensor:
+        """Std blocks (B, n, D) from input blocks (B, n, d) (see forward_mode.second_order_forward)."""
+        out = forward_mode.second_order_forward(self.net, blocks, along)
+        out = forward_mode.second_order_forward(nn.Softplus(), out, along)
+        out[0] += self.min_std
+        return out
 
 
 class RBFStd(nn.Module):
@@ -377,6 +400,27 @@ class RBFStd(nn.Module):
         root = torch.rsqrt(precision)
         return root + self.min_std, both[n:].mul_(-0.5 * root / precision)
 
+    def second_order(self, blocks: Tensor, along: int) -> Tensor:
+        """Std blocks (B, n, D) from input blocks [z; tangents; 0] (B, n, d) straight from forward_mode.input_blocks.
+
+        v_k' = v_k u_k with u_k = -2 gamma_k (z - c_k) . t;  v_k'' = v_k (u_k^2 - 2 gamma_k |t|^2) along t = blocks[along];
+        beta blocks = W [v; v'; v'']; std' = -beta^(-3/2) beta' / 2; std'' = 3/4 beta^(-5/2) beta'^2 - beta^(-3/2) beta'' / 2.
+        """
+        z, tangents = blocks[0], blocks[1:-1]
+        offsets = z.unsqueeze(-2) - self.centers
+        activations = torch.exp(-self.gammas * offsets.square().sum(-1))
+        projections = -2.0 * self.gammas * torch.einsum("nkd,mnd->mnk", offsets, tangents)
+        along_v = projections[along - 1]
+        curvature = activations * (along_v.square() - 2.0 * self.gammas * blocks[along].square().sum(-1, keepdim=True))
+        parts = torch.cat([activations.unsqueeze(0), activations * projections, curvature.unsqueeze(0)])
+        beta = parts @ F.softplus(self.weight_free).transpose(0, 1)
+        precision = beta[0] + self.zeta
+        root = torch.rsqrt(precision)
+        slope = -0.5 * root / precision
+        first = beta[1:-1] * slope
+        second = 0.75 * root / precision.square() * beta[along].square() + slope * beta[-1]
+        return torch.cat([(root + self.min_std).unsqueeze(0), first, second.unsqueeze(0)])
+
 
 class VAEDecoder(nn.Module):
     """A decoder z (n, d) -> (mean (n, D), std (n, D)) sharing its weights with the VAE it came from.
@@ -406,6 +450,17 @@ class VAEDecoder(nn.Module):
         mean, mean_tangent = self.mean.fused_jvp(z, v)
         std, std_tangent = self.std.fused_jvp(z, v)
         return mean, std, mean_tangent, std_tangent
+
+    def fused_geodesic_terms(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Jacobian J_g (n, 2D, d) and h = d^2/ds^2 g(z + s v) (n, 2D) of g = [mean; std] in one fused pass.
+
+        The optional decoder method PullbackMetric.geodesic_acceleration uses without autograd; values that are not
+        finite make both NaN.
+        """
+        blocks, along = forward_mode.input_blocks(z, v)
+        out = torch.cat([self.mean.second_order(blocks, along), self.std.second_order(blocks, along)], dim=-1)
+        guard = 0.0 * out[0].sum(dim=-1, keepdim=True)
+        return out[1:along].permute(1, 2, 0) + guard.unsqueeze(-1), out[-1] + guard
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -135,3 +135,33 @@ def test_fused_pass_reports_a_decoder_that_yields_nan() -> None:
         vae.mean_decoder.net[0].weight[0, 0] = float("nan")
     with pytest.raises(DecoderError, match="non-finite"):
         edge_lengths(metric, np.zeros((3, 2)), np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_second_order_rules_match_a_jvp_of_a_jvp(name) -> None:
+    """module_second_order: value, Jacobian columns and h = d^2/ds^2 f(z + s v) against torch.func (float64)."""
+    torch.manual_seed(3)
+    module = LAYERS[name]().double()
+    z = 3.0 * torch.randn(20, 3, dtype=torch.float64)
+    v = torch.randn(20, 3, dtype=torch.float64)
+    with torch.no_grad():
+        value, columns, second = forward_mode.module_second_order(module, z, v)
+    jacobian = torch.stack([torch.func.jvp(module, (z,), (e.expand_as(z),))[1] for e in torch.eye(3, dtype=z.dtype)])
+    want_second = torch.func.jvp(lambda x: torch.func.jvp(module, (x,), (v,))[1], (z,), (v,))[1]
+    assert relative_error(value, module(z).detach()) < 1e-12
+    assert relative_error(columns, jacobian.detach()) < 1e-12
+    assert relative_error(second, want_second.detach()) < 1e-10
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("activation", ["tanh", "elu", "softplus"])
+@pytest.mark.parametrize("variance", ["rbf", "standard"])
+def test_fused_geodesic_acceleration_matches_the_generic_path(architecture, activation, variance) -> None:
+    """VAEDecoder.fused_geodesic_terms inside geodesic_acceleration (no_grad) against the jvp-of-jvp path."""
+    metric = PullbackMetric(random_vae(architecture, activation, "sigmoid").decoder(variance))
+    z = torch.randn(30, 2, dtype=torch.float64)
+    v = torch.randn(30, 2, dtype=torch.float64)
+    with torch.no_grad():
+        fused = metric.geodesic_acceleration(z, v)
+    generic = metric.geodesic_acceleration(z, v).detach()
+    assert relative_error(fused, generic) < 1e-10
