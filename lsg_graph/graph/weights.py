@@ -18,7 +18,7 @@ DEFAULT_NODES = 8
 # Quadrature points per chunk: on the CPU small chunks keep each layer's activations in cache (4096 points was
 # fastest on the digits decoder, 1.5-2x over 65536; benchmarks/edge_weights.py); a GPU needs large batches.
 CPU_POINTS_PER_CHUNK = 1 << 12
-CUDA_POINTS_PER_CHUNK = 1 << 18
+CUDA_POINTS_PER_CHUNK = 1 << 16  # the conv decoder (D = 784) holds ~1.6 GB per activation map at this size
 
 
 def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
