@@ -15,7 +15,7 @@ components) and `LatentGraph.save`, each (model, device, N) in a fresh process. 
 resident memory above that process's level after loading the model and the inputs (sampled every 2 ms from
 /proc/self/statm; on CUDA also torch's peak allocated bytes of the whole build).
 
-Limits (same decoder, same quadrature points of the first 50,000 graph edges, the library's chunk size):
+Limits (same decoder, same quadrature points of the first 50,000 (conv: 5,000) graph edges, the library's chunk size):
   forward  plain batched forward passes of [mean; std]        edges/s equivalent = points/s / T
   jvp      plain batched torch.func.jvp with one tangent each  (the generic JVP limit)
   fused    the decoder's fused forward-mode pass (lsg_graph.forward_mode), when it has one
@@ -57,7 +57,7 @@ from lsg_graph.vae import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
 
 K = 10
 T_NODES = 8
-LIMIT_EDGES = 50_000
+LIMIT_EDGES = {"mlp": 50_000, "conv": 5_000}  # edges the limits are measured on, per model
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024.0**2
 
@@ -241,7 +241,7 @@ def limit_runs(metric: PullbackMetric, points: torch.Tensor, tangents: torch.Ten
 
 def limit_row(model: str, graph: Any, metric: PullbackMetric, build_eps: float, repeats: int) -> dict[str, Any]:
     """Edges/s of the limits (best of `repeats`, contenders interleaved) and the build's edge rate against them."""
-    points, tangents = quadrature_points(graph, metric, LIMIT_EDGES)
+    points, tangents = quadrature_points(graph, metric, LIMIT_EDGES[model])
     n_edges = points.shape[0] // T_NODES
     runs = limit_runs(metric, points, tangents)
     best = {name: float("inf") for name in runs}
@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short training, sizes 1000 and 5000")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each limit measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="results name under benchmarks/results (default scale, scale_quick)")
     args = parser.parse_args(argv)
     sizes = {"mlp": parse_sizes(args.sizes), "conv": parse_sizes(args.conv_sizes)}
     if args.quick:
@@ -352,15 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         table(
-            f"Edge weighting against the decoder's limits (edges/s on the first {LIMIT_EDGES} edges of the largest "
-            "build; build = the build's own rate)",
+            "Edge weighting against the decoder's limits (edges/s on the first edges of the largest build: "
+            f"{LIMIT_EDGES}; build = the build's own rate)",
             LIMIT_COLUMNS,
             limits,
         )
     )
     total = time.perf_counter() - started
     path = write_json(
-        "scale_quick" if args.quick else "scale",
+        args.out or ("scale_quick" if args.quick else "scale"),
         {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -950,9 +950,15 @@ def _check_data(vae: VAE, x: Any, name: str = "x") -> Tensor:
 def encode_codes(vae: VAE, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Posterior means (n, d) float32 of data x (n, D), batched, without gradients."""
     batch_size = check_positive_int(batch_size, "batch_size")
-    data = _check_data(vae, x)
-    codes = [vae.encoder(data[index])[0] for index in _batches(data.shape[0], batch_size)]
-    return torch.cat(codes).cpu().numpy().astype(np.float32)
+    if not isinstance(vae, VAE):
+        raise InvalidInput(f"vae must be a VAE; got {type(vae).__name__}.")
+    data = check_array(x, "x", ndim=2, dtype=None, n_columns=vae.input_dim)  # no copy: batches are cast one by one
+    like = vae._like()
+    codes = np.empty((data.shape[0], vae.latent_dim), dtype=np.float32)
+    for begin in range(0, data.shape[0], batch_size):
+        rows = torch.as_tensor(data[begin : begin + batch_size], dtype=like.dtype, device=like.device)
+        codes[begin : begin + batch_size] = vae.encoder(rows)[0].cpu().numpy()
+    return codes
 
 
 @torch.no_grad()
