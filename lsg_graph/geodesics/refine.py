@@ -13,8 +13,8 @@ Methods (registry `REFINE_METHODS`):
   velocities, equations continuity of position and velocity at the nodes and the end point b ((2K - 1) d unknowns
   per pair); K = 1 is single shooting, Exp_a(v0) = b. Initial guesses (registry `INITIAL_GUESSES`) come from the
   graph path, by default after a short, coarse energy minimisation of it ("energy"; "graph" uses the path as is).
-  With K > 1 every pair is shot twice from its start, with K and 2K segments, and the shorter converged curve is kept.
-  Pairs that fail both go to the fallback (energy minimisation from the graph path), then shooting runs once more with
+  With K > 1 every pair is shot twice from its start, with K and 2K segments. Pairs where either pass fails, or
+  the two disagree on the length, also go to the fallback (energy minimisation from the graph path), then shooting runs once more with
   2K segments and twice the steps, started from the fallback's curve and bounded by its length; the shorter
   converged curve is kept. Sensitivities (d x d for single, 2d x 2d per segment for multiple shooting) come from
   forward differences integrated in the same batch as the trajectories, at the start and whenever progress is
@@ -36,11 +36,11 @@ Why these choices (measured on CPU; numbers in benchmarks/refine.py and the modu
   the path approximates; 8-segment shooting from the smoothed path converged for 28/30 to the shortest one.
 * A candidate from shooting is accepted only if it is no longer than its start curve (the smoothed path or the
   fallback's curve) and the graph path: a geodesic longer than a nearby curve is not the minimising one.
-* Two passes (K and 2K segments) rather than one: the boundary-value problem can have several solutions, and
-  from the same start the two Newton runs sometimes reach different ones. On the digits VAE, 3 x 100 random pairs
-  against the energy method: K = 8 alone left 2 pairs 0.8-2.0% longer, K = 16 alone left its worst pair 0.497% longer, both
-  together none (max -4e-7), at 1.6-1.9x the time of one pass. A second start from the raw graph path did as
-  well but cost more (it converges more slowly).
+* Two passes (K and 2K segments) that must agree: the boundary-value problem can have several solutions, and a
+  converged Newton run can sit on a longer geodesic than the one the graph path approximates. On the digits VAE
+  (seed 0, pair 58 of benchmarks/refine.py) 8-segment shooting converged to a geodesic 1.97% longer than the
+  careful energy minimisation while 16-segment shooting stalled; the energy fallback from the graph path and
+  shooting from its curve then found the shorter one. One pass alone accepted the longer curve.
 * Broyden between finite-difference Jacobians: on the VAE (100 pairs) it halved the time of a shooting pass with
   the same pairs converging, since a VAE acceleration row costs ~0.3 ms and a finite-difference pass 2d + 1 rows.
 
@@ -115,6 +115,7 @@ WARM_ITER = 40  # its L-BFGS iterations
 WARM_TOL = 1e-6  # its relative energy change
 WARM_SPACING = 1.0 / 8.0  # stencil spacing of the initial tangent on a smoothed path
 ESCAPE_FACTOR = 1.0  # trajectories must stay in the path's bounding box widened by this many times its side
+AGREE_RTOL = 1e-6  # the two shooting passes agree when their lengths are this close; else the fallback runs too
 KEEP_RTOL = 1e-9  # a converged curve this close above the graph length means the graph path is already geodesic
 
 
@@ -934,16 +935,17 @@ def _shooting(
 
 
 def _run_shooting(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[list[_Candidate]]:
-    """Shooting from the initial guesses twice (n_segments > 1), with n_segments and 2 * n_segments segments (the boundary-value
-    problem can have several solutions, and the two Newton runs can reach different ones; the shortest is kept); for
-    the pairs neither solves, the fallback (from the graph path), then shooting again with twice the segments and
-    steps, started from the fallback's curve and bounded by its length. Candidates per problem, in the order tried."""
+    """Shooting from the initial guesses with n_segments and (n_segments > 1) with 2 * n_segments segments; for the
+    pairs where a pass failed or the two disagree (the boundary-value problem can have several solutions), the
+    fallback (from the graph path), then shooting again with twice the segments and steps, started from the
+    fallback's curve and bounded by its length. Candidates per problem, in the order tried (the caller keeps the
+    shortest converged one)."""
     starts = list(INITIAL_GUESSES[options.initial](metric, problems, options))
     attempts = [[c] for c in _shooting(metric, starts, options, options.n_segments, options.n_steps)]
     if options.n_segments > 1:  # single shooting (K = 1) is what the caller asked for: no second pass
         for tried, candidate in zip(attempts, _shooting(metric, starts, options, 2 * options.n_segments, options.n_steps)):
             tried.append(candidate)
-    failing = [i for i, tried in enumerate(attempts) if not _settled(starts[i], tried)]
+    failing = [i for i, tried in enumerate(attempts) if not _agreed(starts[i], tried)]
     fallback = FALLBACKS[options.fallback]
     if failing and fallback is not None:
         curves = fallback(metric, [problems[i] for i in failing], options)
@@ -1028,6 +1030,12 @@ FALLBACKS: dict[str, Callable[[PullbackMetric, Sequence[_Problem], _Options], li
 def _limit(problem: _Problem) -> float:
     """The longest accepted shooting curve: the start curve's or the graph path's length, whichever is shorter."""
     return min(problem.bound, problem.graph_length) * (1.0 + KEEP_RTOL)
+
+
+def _agreed(problem: _Problem, tried: Sequence[_Candidate]) -> bool:
+    """Whether every candidate converged within the problem's limit, all to the same length (AGREE_RTOL)."""
+    lengths = [c.length for c in tried if c.converged and c.length <= _limit(problem)]
+    return len(lengths) == len(tried) > 0 and max(lengths) <= min(lengths) * (1.0 + AGREE_RTOL)
 
 
 def _settled(problem: _Problem, tried: Sequence[_Candidate]) -> bool:
