@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -73,3 +75,22 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
     return path
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_of(contenders: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of every repeat of each contender, interleaved within each repeat (the first repeat also warms up)."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            sync(device)
+            started = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - started)
+    return times

@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import best_of, table, write_json  # noqa: E402
 
 from lsg_graph._validation import resolve_device  # noqa: E402
 from lsg_graph.data import load_digits  # noqa: E402
@@ -83,12 +83,6 @@ def load_line() -> str:
     return f"load avg {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextlib.contextmanager
 def threads(n: int | None) -> Iterator[None]:
     """Run with n torch intra-op threads (None: leave as is), restoring the count afterwards."""
@@ -99,19 +93,6 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def best_of(contenders: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds of every repeat of each contender, interleaved within each repeat (the first repeat also warms up)."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            sync(device)
-            started = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - started)
-    return times
 
 
 def paired_median_ratio(numerator: list[float], denominator: list[float]) -> float:

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import best_of, sync, table, write_json  # noqa: E402
 
 from lsg_graph._validation import resolve_device  # noqa: E402
 from lsg_graph.data import load_digits  # noqa: E402
@@ -110,12 +110,6 @@ def stage(sampler: PeakSampler, record: dict[str, Any], name: str, device: torch
     sync(device)
     record[f"{name}_s"] = time.perf_counter() - started
     record[f"{name}_mb"] = (sampler.peak() - base) / MB
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------------------------------- models, data
@@ -244,14 +238,7 @@ def limit_row(model: str, graph: Any, metric: PullbackMetric, build_eps: float, 
     points, tangents = quadrature_points(graph, metric, LIMIT_EDGES[model])
     n_edges = points.shape[0] // T_NODES
     runs = limit_runs(metric, points, tangents)
-    best = {name: float("inf") for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            sync(points.device)
-            started = time.perf_counter()
-            run()
-            sync(points.device)
-            best[name] = min(best[name], time.perf_counter() - started)
+    best = {name: min(seconds) for name, seconds in best_of(runs, repeats, points.device).items()}
     rates = {f"{name}_eps": n_edges / seconds for name, seconds in best.items()}
     row = {"model": model, "device": points.device.type, "n": graph.n_points, "limit_edges": n_edges, **rates}
     row["build_eps"] = build_eps
