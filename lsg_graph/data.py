@@ -1,4 +1,4 @@
-"""Data sets as flat float32 sample matrices: scikit-learn digits, MNIST-style IDX folders, user .npy/.npz files.
+"""Data sets as flat float32 sample matrices: scikit-learn digits, MNIST-style IDX folders, user .npy/.npz/.csv files.
 
 Every loader returns a `Dataset` whose `images` are (n, D) float32 rows (pixel data scaled to [0, 1]; user
 arrays kept in their own units), optional int64 `labels` (n,) and the `image_shape` the rows unflatten to.
@@ -29,6 +29,7 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "load_array_file",
+    "load_csv",
     "load_dataset",
     "load_digits",
     "load_idx",
@@ -57,6 +58,7 @@ _NPZ_IMAGE_KEYS = ("x", "X", "data", "images")
 _NPZ_LABEL_KEYS = ("y", "labels", "targets")
 _NPZ_SHAPE_KEY = "image_shape"
 _ARRAY_SUFFIXES = (".npz", ".npy")
+_CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
 @dataclass(frozen=True, eq=False)
@@ -510,6 +512,130 @@ def _npz_member(archive: Any, file: Path, keys: tuple[str, ...], required: bool)
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# User .csv / .csv.gz files
+# ---------------------------------------------------------------------------------------------------------------
+
+CSV_LABEL_CHOICES = ("last", "first", "none")  # or a column index
+MAX_CSV_BYTES = 2 * 2**30  # decompressed text read at most; larger files are refused before parsing
+
+
+def load_csv(path: PathLike, label: str | int = "last", scale: float | None = None) -> Dataset:
+    """Load samples from a comma-separated text file (plain or gzip), one sample a row, numbers only.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file; a name ending in ``.gz`` or gzip content is decompressed (at most MAX_CSV_BYTES of text).
+    label : {"last", "first", "none"} or int
+        Which column holds integer labels ("none": no labels); the other columns are the features.
+    scale : float, optional
+        Divide the features by this (for example 255 for 8-bit pixels); None keeps their units.
+
+    Returns
+    -------
+    Dataset
+        Features (n, D) float32 and labels (n,) int64 or None; square D >= 16 is taken as (sqrt D, sqrt D) images.
+    """
+    file = _existing_file(path, "CSV file")
+    column = _check_label_column(label)
+    if scale is not None:
+        scale = check_float(scale, "scale", minimum=0.0, strict_minimum=True)
+    table = _parse_csv(_read_csv_text(file), file)
+    n_columns = table.shape[1]
+    if column is not None and not -n_columns <= column < n_columns:
+        raise InvalidInput(f"The label column {column} is outside the {n_columns} columns of {str(file)!r}.")
+    if column is not None and n_columns < 2:
+        raise InvalidInput(f"CSV file {str(file)!r} has one column; with label={label!r} no feature column is left.")
+    labels = None
+    if column is not None:
+        labels = _integer_labels(table[:, column], file)
+        table = np.delete(table, column % n_columns, axis=1)
+    if scale is not None:
+        table = table / scale
+    side = math.isqrt(table.shape[1])
+    image_shape = (side, side) if side * side == table.shape[1] and side >= 4 else None
+    return make_dataset(table, labels, name=f"csv:{file.resolve()}", image_shape=image_shape)
+
+
+def _check_label_column(label: Any) -> int | None:
+    """Return the label column as an int (None for "none"), else raise InvalidInput."""
+    if isinstance(label, str):
+        text = label.strip().lower()
+        if text in ("last", "first", "none"):
+            return {"last": -1, "first": 0, "none": None}[text]
+        if text.lstrip("-").isascii() and text.lstrip("-").isdigit():
+            return int(text)
+    elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        return int(label)
+    raise InvalidInput(f"The 'label' column must be one of {list(CSV_LABEL_CHOICES)} or a column index; got {label!r}.")
+
+
+def _read_csv_text(file: Path) -> str:
+    """The file's text, gunzipped when gzip, refusing more than MAX_CSV_BYTES of it."""
+    with open(file, "rb") as raw:
+        is_gzip = raw.read(2) == _GZIP_MAGIC
+    try:
+        with (gzip.open(file, "rb") if is_gzip else open(file, "rb")) as stream:
+            data = stream.read(MAX_CSV_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidInput(f"CSV file {str(file)!r} is corrupt or truncated: {exc}") from exc
+    if len(data) > MAX_CSV_BYTES:
+        raise InvalidInput(f"CSV file {str(file)!r} holds more than {MAX_CSV_BYTES} bytes of text; split it.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"CSV file {str(file)!r} is not UTF-8 text: {exc}") from exc
+
+
+def _parse_csv(text: str, file: Path) -> np.ndarray:
+    """Parse comma-separated numbers into a float64 (n, columns) array; a non-numeric first row is a header."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not _is_numeric_row(lines[0]):
+        lines = lines[1:]
+    if not lines:
+        raise InvalidInput(f"CSV file {str(file)!r} has no data rows.")
+    try:
+        table = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise InvalidInput(f"CSV file {str(file)!r} is not a table of numbers with equal row lengths: {exc}") from exc
+    return table
+
+
+def _is_numeric_row(line: str) -> bool:
+    """Whether every comma-separated field of `line` parses as a float."""
+    try:
+        [float(field) for field in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def _integer_labels(values: np.ndarray, file: Path) -> np.ndarray:
+    """Label column values as int64, refusing non-integers."""
+    if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise InvalidInput(f"The label column of {str(file)!r} holds non-integer values; pick it with label=... .")
+    return values.astype(np.int64)
+
+
+def _csv_spec(argument: str) -> Dataset:
+    """Load a "csv:FILE[?label=COL][&scale=S]" spec."""
+    path, sep, query = argument.rpartition("?")
+    if not sep or not all(part.partition("=")[0] in ("label", "scale") for part in query.split("&")):
+        path, query = argument, ""
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        options[key] = value
+    scale = None
+    if "scale" in options:
+        try:
+            scale = float(options["scale"])
+        except ValueError:
+            raise InvalidInput(f"The csv spec's scale must be a number; got {options['scale']!r}.") from None
+    return load_csv(path, label=options.get("label", "last"), scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Registry, specs and splits
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -518,12 +644,20 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "idx": load_idx,
     "npz": load_array_file,
     "npy": load_array_file,
+    "csv": _csv_spec,
 }
-_SPEC_FORMS = {"digits": "digits", "idx": "idx:DIR", "npz": "npz:FILE", "npy": "npy:FILE"}
+_SPEC_FORMS = {
+    "digits": "digits",
+    "idx": "idx:DIR",
+    "npz": "npz:FILE",
+    "npy": "npy:FILE",
+    "csv": "csv:FILE[?label=last|first|none|COL][&scale=S]",
+}
 
 
 def load_dataset(spec: str = "digits") -> Dataset:
-    """Load a data set from a spec: "digits", "idx:DIR", "npz:FILE", "npy:FILE" or a path ending in .npz/.npy."""
+    """Load a data set from a spec: "digits", "idx:DIR", "npz:FILE", "npy:FILE", "csv:FILE" or a path ending in
+    .npz/.npy/.csv/.csv.gz (CSV options: ``csv:FILE?label=first&scale=255``; the label column defaults to the last)."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidInput(f"A dataset spec must be a non-empty string; got {spec!r}. {_valid_specs()}")
     spec = spec.strip()
@@ -536,13 +670,15 @@ def load_dataset(spec: str = "digits") -> Dataset:
         return DATASETS[scheme](argument)
     if spec.lower().endswith(_ARRAY_SUFFIXES):
         return load_array_file(spec)
+    if spec.lower().endswith(_CSV_SUFFIXES):
+        return _csv_spec(spec)
     raise InvalidInput(f"Unknown dataset {spec!r}. {_valid_specs()}")
 
 
 def _valid_specs() -> str:
     """Return the sentence listing the valid dataset specs."""
     forms = ", ".join(repr(form) for form in _SPEC_FORMS.values())
-    return f"Expected one of: {forms}, or a path ending in .npz/.npy."
+    return f"Expected one of: {forms}, or a path ending in .npz/.npy/.csv/.csv.gz."
 
 
 def train_test_split_indices(

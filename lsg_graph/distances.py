@@ -15,10 +15,12 @@ does not depend on which other points are transformed with it.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.csgraph import dijkstra
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -301,3 +303,69 @@ def geodesic_affinity(distances: Any, gamma: float | None = None) -> np.ndarray:
         gamma = 1.0 / float(np.median(positive)) ** 2 if positive.size else 1.0
     gamma = check_float_param(gamma, "gamma", "geodesic_affinity")
     return np.exp(-gamma * np.square(D))
+
+
+# ------------------------------------------------------------------------------------------------ bounds
+
+
+@dataclass(frozen=True)
+class DistanceBounds:
+    """Bounds on geodesic distances between pairs of graph nodes, in metric (output) units.
+
+    Attributes
+    ----------
+    pairs : ndarray (m, 2) int64
+        The (source, target) node pairs.
+    lower : ndarray (m,)
+        Output-space chords ||g(a) - g(b)||, g = [mu; sigma]: no curve from a to b is shorter.
+    upper : ndarray (m,)
+        Graph distances: lengths of actual curves (the polylines of graph paths), so no geodesic is longer.
+    """
+
+    pairs: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """upper / lower (m,): how tight the pair of bounds is (1 is exact; inf where the chord is 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.lower > 0, self.upper / self.lower, np.where(self.upper > 0, np.inf, 1.0))
+
+
+def distance_bounds(metric: Any, graph: LatentGraph, pairs: Any) -> DistanceBounds:
+    """Lower (output-space chord) and upper (graph path length) bounds on the geodesic distance of node pairs.
+
+    Parameters
+    ----------
+    metric : PullbackMetric or anything PullbackMetric accepts (a decoder, a VAE decoder module)
+        The metric whose geodesic distances are bounded; it must be the one that weighted the graph's edges.
+    graph : LatentGraph
+        The graph; its codes are the nodes.
+    pairs : array-like (m, 2) of int
+        Node index pairs.
+
+    Returns
+    -------
+    DistanceBounds
+        ``lower <= d_geodesic <= upper`` for every pair (up to the quadrature error of the edge lengths).
+    """
+    if not isinstance(graph, LatentGraph):
+        raise InvalidInput(f"graph must be a LatentGraph; got {type(graph).__name__}.")
+    metric = metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
+    if metric.latent_dim != graph.latent_dim:
+        raise InvalidInput(f"The metric's latent dimension {metric.latent_dim} differs from the graph's {graph.latent_dim}.")
+    index = np.asarray(pairs)
+    if index.ndim != 2 or index.shape[1] != 2 or not np.issubdtype(index.dtype, np.integer):
+        raise InvalidInput(f"pairs must be an int array of shape (m, 2); got {index.dtype} shape {index.shape}.")
+    if index.size and (index.min() < 0 or index.max() >= graph.n_points):
+        raise InvalidInput(f"pairs hold node indices outside [0, {graph.n_points}); got {index.min()}..{index.max()}.")
+    index = index.astype(np.int64)
+    upper = np.empty(len(index))
+    for source in np.unique(index[:, 0]):
+        rows = index[:, 0] == source
+        upper[rows] = dijkstra(graph.weights, directed=False, indices=int(source))[index[rows, 1]]
+    with torch.no_grad():
+        codes = graph.codes
+        lower = metric.chord(codes[index[:, 0]], codes[index[:, 1]]).double().cpu().numpy()
+    return DistanceBounds(index, np.minimum(lower, upper), upper)

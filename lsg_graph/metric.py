@@ -225,6 +225,26 @@ class PullbackMetric:
             stacked = self._map_chunks(self._g, (z,), 1)
         return self._check_finite(stacked, (z,), "the decoder output")
 
+    def chord(self, a: Any, b: Any) -> Tensor:
+        """Output-space chords ||g(a_i) - g(b_i)|| (n,) with g = [mu; sigma]: lower bounds on geodesic distances.
+
+        Any curve from a to b decodes to a curve from g(a) to g(b) whose Euclidean length is its metric length, so
+        no latent curve (hence no geodesic) is shorter than the straight line between the images.
+
+        Parameters
+        ----------
+        a, b : array-like (n, d)
+            End points in latent coordinates.
+
+        Returns
+        -------
+        Tensor (n,)
+            Chord lengths in output (data) units, on the decoder's device and dtype.
+        """
+        a, b = self._pair(a, b, "b")
+        both = self.stacked(torch.cat([a, b]))
+        return torch.linalg.vector_norm(both[: a.shape[0]] - both[a.shape[0] :], dim=1)
+
     def metric_tensor(self, z: Any) -> Tensor:
         """Return the exact metric tensors M(z_i) = J^T J (n, d, d), by forward-mode AD (no finite differences)."""
         z = self._tensor(z, "z", ndim=2)

@@ -67,6 +67,12 @@ MODEL_JSON = "model.json"
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
 MEAN_OUTPUTS = ("sigmoid", "identity")
 VARIANCES = ("rbf", "standard")
+RBF_GATES = {
+    "codes": "precision gated off beyond about gate_scale nearest-neighbour spacings from every training code",
+    "none": "the paper's RBF network alone (k-means centres; sigma can fall between codes at high d)",
+}
+GATE_POWER = 4  # gate kernels exp(-(r / h)^(2 p)): flat inside the radius h, steep around it
+GATE_STRENGTH = 3.0  # gate g = 1 - exp(-GATE_STRENGTH * sum of kernels): ~1 on the codes, ~0 far from all of them
 ARCHITECTURES = ("mlp", "conv")
 CONV_CHANNELS = (32, 64)  # conv encoder: two stride-2 4x4 convolutions
 DECONV_CHANNELS = (32, 16)  # conv mean decoder: kept lean, it is differentiated millions of times for edge weights
@@ -95,6 +101,9 @@ class VAEConfig:
     n_centers: int = 64  # RBF centres; train_vae caps it at the number of training points
     rbf_bandwidth_scale: float = 1.5  # a in gamma_k = 0.5 * (a * mean distance of cluster k to c_k)^-2
     zeta: float = 1e-2  # precision far from the data: sigma -> zeta^(-1/2) + min_std there
+    rbf_gate: str = "none"  # a key of RBF_GATES: "codes" gates the precision off away from every training code
+    n_gate_centers: int = 4096  # gate kernels: one per training code, a random subset beyond this many
+    gate_scale: float = 1.2  # gate radius h_k = gate_scale * (distance from code k to its nearest other code)
     epochs: int = 150
     rbf_epochs: int = 50
     batch_size: int = 128
@@ -118,6 +127,9 @@ class VAEConfig:
             self.rbf_bandwidth_scale, "rbf_bandwidth_scale", 0.0, strict_minimum=True
         )
         self.zeta = check_float(self.zeta, "zeta", minimum=0.0, strict_minimum=True)
+        self.rbf_gate = check_choice(self.rbf_gate, "rbf_gate", RBF_GATES)
+        self.n_gate_centers = check_positive_int(self.n_gate_centers, "n_gate_centers")
+        self.gate_scale = check_float(self.gate_scale, "gate_scale", minimum=0.0, strict_minimum=True)
         self.epochs = check_positive_int(self.epochs, "epochs")
         self.rbf_epochs = check_int(self.rbf_epochs, "rbf_epochs", minimum=0)
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
@@ -149,7 +161,10 @@ class VAEConfig:
             raise InvalidInput(f"Unknown VAE config key(s) {unknown}; expected some of: {sorted(known)}.")
         if "input_dim" not in payload:
             raise InvalidInput("The VAE config is missing the required key 'input_dim'.")
-        return cls(**dict(payload))
+        payload = dict(payload)
+        if "rbf_gate" not in payload:  # saved before the gate existed: the paper's ungated RBF network
+            payload["rbf_gate"] = "none"
+        return cls(**payload)
 
 
 def _check_hidden_dims(value: Any) -> tuple[int, ...]:
@@ -360,27 +375,47 @@ class StandardStd(nn.Module):
 
 
 class RBFStd(nn.Module):
-    """The paper's RBF precision network: std(z) = beta(z)^(-1/2) + min_std, beta(z) = W v(z) + zeta, (..., D).
+    """The paper's RBF precision network with an optional gate: std(z) = beta(z)^(-1/2) + min_std, (..., D).
 
-    Centres (K, d) and bandwidths gamma (K,) are fixed buffers; W = softplus(weight_free) (D, K) is trained.
+    beta(z) = g(z) W v(z) + zeta with v_k(z) = exp(-gamma_k ||z - c_k||^2) (centres c_k, bandwidths gamma_k: fixed
+    buffers) and W = softplus(weight_free) (D, K), trained. The gate g(z) = 1 - exp(-GATE_STRENGTH S(z)),
+    S(z) = sum_j exp(-(s_j ||z - e_j||^2)^GATE_POWER), has one flat-topped kernel of radius s_j^(-1/2) around each
+    gate centre e_j (training codes): g is about 1 within a nearest-neighbour spacing of a code and falls to 0 off
+    the data, so sigma grows between codes at any latent dimension. Without gate centres (rbf_gate="none") g = 1.
     """
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.zeta = config.zeta
         self.min_std = config.min_std
+        n_gate = config.n_gate_centers if config.rbf_gate == "codes" else 0
         self.register_buffer("centers", torch.zeros(config.n_centers, config.latent_dim))
         self.register_buffer("gammas", torch.ones(config.n_centers))
         self.weight_free = nn.Parameter(torch.zeros(config.input_dim, config.n_centers))
+        if n_gate:
+            self.register_buffer("gate_centers", torch.zeros(n_gate, config.latent_dim))
+            self.register_buffer("gate_scales", torch.ones(n_gate))
+        else:
+            self.gate_centers = None
+            self.gate_scales = None
 
     def activations(self, z: Tensor) -> Tensor:
         """RBF activations v(z) = exp(-gamma_k ||z - c_k||^2), shape (..., K)."""
         squared = ((z.unsqueeze(-2) - self.centers) ** 2).sum(-1)
         return torch.exp(-self.gammas * squared)
 
+    def gate(self, z: Tensor) -> Tensor:
+        """The gate g(z) in [0, 1] (...,): about 1 near the training codes, 0 away from all of them."""
+        if self.gate_centers is None:
+            return torch.ones(z.shape[:-1], dtype=z.dtype, device=z.device)
+        q = (self.gate_scales * _squared_distances(z, self.gate_centers)).clamp(max=_GATE_Q_MAX)
+        total = torch.exp(-(q**GATE_POWER)).sum(-1)
+        return -torch.expm1(-GATE_STRENGTH * total)
+
     def precision(self, z: Tensor) -> Tensor:
-        """Precision beta(z) = W v(z) + zeta, shape (..., D), in 1 / data units^2."""
-        return self.activations(z) @ F.softplus(self.weight_free).transpose(0, 1) + self.zeta
+        """Precision beta(z) = g(z) W v(z) + zeta, shape (..., D), in 1 / data units^2."""
+        fitted = self.activations(z) @ F.softplus(self.weight_free).transpose(0, 1)
+        return self.gate(z).unsqueeze(-1) * fitted + self.zeta
 
     def forward(self, z: Tensor) -> Tensor:
         """Decoder standard deviation (..., D), in data units."""
@@ -389,37 +424,80 @@ class RBFStd(nn.Module):
     def fused_jvp(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Std (n, D) and its directional derivative (n, D): activations and their derivatives in one product.
 
-        d v_k = -2 gamma_k v_k (z - c_k) . v;  d beta = W d v;  d std = -beta^(-3/2) d beta / 2.
+        d v_k = -2 gamma_k v_k (z - c_k) . v;  d beta = dg W v + g W d v;  d std = -beta^(-3/2) d beta / 2.
         """
-        n = z.shape[0]
-        offsets = z.unsqueeze(-2) - self.centers
-        activations = torch.exp(-self.gammas * offsets.square().sum(-1))
-        slopes = activations * (-2.0 * self.gammas) * (offsets * v.unsqueeze(-2)).sum(-1)
-        both = torch.cat([activations, slopes]) @ F.softplus(self.weight_free).transpose(0, 1)
-        precision = both[:n] + self.zeta
-        root = torch.rsqrt(precision)
-        return root + self.min_std, both[n:].mul_(-0.5 * root / precision)
+        blocks = torch.stack([z, v, torch.zeros_like(z)])
+        out = self.second_order(blocks, 1, second=False)
+        return out[0], out[1]
 
-    def second_order(self, blocks: Tensor, along: int) -> Tensor:
+    def second_order(self, blocks: Tensor, along: int, second: bool = True) -> Tensor:
         """Std blocks (B, n, D) from input blocks [z; tangents; 0] (B, n, d) straight from forward_mode.input_blocks.
 
         v_k' = v_k u_k with u_k = -2 gamma_k (z - c_k) . t;  v_k'' = v_k (u_k^2 - 2 gamma_k |t|^2) along t = blocks[along];
-        beta blocks = W [v; v'; v'']; std' = -beta^(-3/2) beta' / 2; std'' = 3/4 beta^(-5/2) beta'^2 - beta^(-3/2) beta'' / 2.
+        beta = g f with f = W v: beta' = g' f + g f', beta'' = g'' f + 2 g' f' + g f'';
+        std' = -beta^(-3/2) beta' / 2; std'' = 3/4 beta^(-5/2) beta'^2 - beta^(-3/2) beta'' / 2.
+        With second=False the last block is left 0 (first derivatives only).
         """
         z, tangents = blocks[0], blocks[1:-1]
         offsets = z.unsqueeze(-2) - self.centers
         activations = torch.exp(-self.gammas * offsets.square().sum(-1))
         projections = -2.0 * self.gammas * torch.einsum("nkd,mnd->mnk", offsets, tangents)
-        along_v = projections[along - 1]
-        curvature = activations * (along_v.square() - 2.0 * self.gammas * blocks[along].square().sum(-1, keepdim=True))
-        parts = torch.cat([activations.unsqueeze(0), activations * projections, curvature.unsqueeze(0)])
-        beta = parts @ F.softplus(self.weight_free).transpose(0, 1)
+        parts = [activations.unsqueeze(0), activations * projections]
+        if second:
+            along_v = projections[along - 1]
+            squared_t = blocks[along].square().sum(-1, keepdim=True)
+            parts.append((activations * (along_v.square() - 2.0 * self.gammas * squared_t)).unsqueeze(0))
+        fitted = torch.cat(parts) @ F.softplus(self.weight_free).transpose(0, 1)  # f, f' per tangent, [f'']
+        gate = self._gate_blocks(blocks, along, second)  # g, g' per tangent, [g''] each (n, 1)
+        beta = fitted * gate[0]
+        if gate.shape[0] > 1:
+            beta[1 : 1 + len(tangents)] += gate[1 : 1 + len(tangents)] * fitted[0]
+            if second:
+                beta[-1] += gate[-1] * fitted[0] + 2.0 * gate[along] * fitted[along]
         precision = beta[0] + self.zeta
         root = torch.rsqrt(precision)
         slope = -0.5 * root / precision
-        first = beta[1:-1] * slope
-        second = 0.75 * root / precision.square() * beta[along].square() + slope * beta[-1]
-        return torch.cat([(root + self.min_std).unsqueeze(0), first, second.unsqueeze(0)])
+        first = beta[1 : 1 + len(tangents)] * slope
+        last = torch.zeros_like(precision)
+        if second:
+            last = 0.75 * root / precision.square() * beta[along].square() + slope * beta[-1]
+        return torch.cat([(root + self.min_std).unsqueeze(0), first, last.unsqueeze(0)])
+
+    def _gate_blocks(self, blocks: Tensor, along: int, second: bool) -> Tensor:
+        """Gate value, first derivatives along each tangent and (if `second`) the second along blocks[along].
+
+        Shape (1 + tangents + second, n, 1); just ones (1, n, 1) without gate centres.
+        """
+        z, tangents = blocks[0], blocks[1:-1]
+        if self.gate_centers is None:
+            return torch.ones((1, z.shape[0], 1), dtype=z.dtype, device=z.device)
+        offsets = z.unsqueeze(-2) - self.gate_centers  # (n, G, d)
+        q = (self.gate_scales * offsets.square().sum(-1)).clamp(max=_GATE_Q_MAX)  # (n, G)
+        p = GATE_POWER
+        kernels = torch.exp(-(q**p))
+        dq = 2.0 * self.gate_scales * torch.einsum("ngd,mnd->mng", offsets, tangents)  # (T, n, G)
+        slope = -p * q ** (p - 1) * kernels  # d kernel / d q
+        total = kernels.sum(-1)
+        outer = torch.exp(-GATE_STRENGTH * total)
+        parts = [(-torch.expm1(-GATE_STRENGTH * total)).unsqueeze(0)]
+        d_total = (slope * dq).sum(-1)  # (T, n)
+        parts.append(GATE_STRENGTH * outer * d_total)
+        if second:
+            dq_v = dq[along - 1]
+            ddq = 2.0 * self.gate_scales * blocks[along].square().sum(-1, keepdim=True)
+            curvature = kernels * ((p * q ** (p - 1) * dq_v).square() - p * (p - 1) * q ** (p - 2) * dq_v.square())
+            dd_total = (curvature + slope * ddq).sum(-1)
+            d_v = d_total[along - 1]
+            parts.append((GATE_STRENGTH * outer * (dd_total - GATE_STRENGTH * d_v.square())).unsqueeze(0))
+        return torch.cat(parts).unsqueeze(-1)
+
+
+_GATE_Q_MAX = 1e4  # gate kernels are exp(-1e16) = 0 beyond this; the clamp keeps q^(p-1) finite
+
+
+def _squared_distances(z: Tensor, centers: Tensor) -> Tensor:
+    """Squared Euclidean distances (..., G) from points (..., d) to centres (G, d)."""
+    return ((z.unsqueeze(-2) - centers) ** 2).sum(-1)
 
 
 class VAEDecoder(nn.Module):
@@ -724,7 +802,12 @@ def _resolve_config(config: VAEConfig | None, x: np.ndarray) -> VAEConfig:
             f"mean_output='sigmoid' needs data in [0, 1]; x_train spans [{low:g}, {high:g}]. "
             "Rescale it or use 'identity'."
         )
-    return dataclasses.replace(config, mean_output=mean_output, n_centers=min(config.n_centers, x.shape[0]))
+    return dataclasses.replace(
+        config,
+        mean_output=mean_output,
+        n_centers=min(config.n_centers, x.shape[0]),
+        n_gate_centers=min(config.n_gate_centers, x.shape[0]),
+    )
 
 
 def train_vae(
@@ -780,6 +863,56 @@ def train_vae(
     )
     vae.train_summary = report.summary()
     return vae, report
+
+
+RBF_FIELDS = ("n_centers", "rbf_bandwidth_scale", "zeta", "rbf_gate", "n_gate_centers", "gate_scale", "rbf_epochs",
+              "rbf_learning_rate")  # the settings refit_rbf may change: stage 2 only
+
+
+def refit_rbf(vae: VAE, x_train: np.ndarray, progress: bool = False, **changes: Any) -> VAE:
+    """A copy of a trained VAE with its RBF precision network placed and fitted again (stage 2 only).
+
+    Parameters
+    ----------
+    vae : VAE
+        A trained model; its encoder, mean decoder and standard head are copied unchanged.
+    x_train : ndarray (n, D)
+        The training data (the RBF centres and gate come from their codes).
+    progress : bool
+        Show a progress bar over the stage-2 epochs.
+    **changes
+        New values for any of RBF_FIELDS (for example ``rbf_gate="none"`` for the paper's network).
+
+    Returns
+    -------
+    VAE
+        A new model (eval mode, on the CPU) whose `rbf` decoder uses the new settings; `vae` is not modified.
+    """
+    if not isinstance(vae, VAE):
+        raise InvalidInput(f"vae must be a VAE; got {type(vae).__name__}.")
+    unknown = sorted(set(changes) - set(RBF_FIELDS))
+    if unknown:
+        raise InvalidInput(f"refit_rbf can change only {list(RBF_FIELDS)}; got {unknown}.")
+    x = check_array(x_train, "x_train", ndim=2, dtype=np.float32, min_rows=2, n_columns=vae.input_dim)
+    config = dataclasses.replace(vae.config, **changes)
+    config = dataclasses.replace(
+        config, n_centers=min(config.n_centers, x.shape[0]), n_gate_centers=min(config.n_gate_centers, x.shape[0])
+    )
+    with torch.random.fork_rng(devices=[]), _one_thread():
+        generator = torch.Generator().manual_seed(config.seed)
+        model = VAE(config).to(vae._like().dtype)
+        kept = {name: value for name, value in vae.state_dict().items() if not name.startswith("rbf_std.")}
+        model.load_state_dict(kept, strict=False)
+        model.eval()
+        data = torch.from_numpy(np.ascontiguousarray(x)).to(vae._like().dtype)
+        bar = _progress_bar(config.rbf_epochs, progress)
+        try:
+            _init_rbf(model, data, generator)
+            _train_stage2(model, data, generator, bar)
+        finally:
+            bar.close()
+    model.train_summary = vae.train_summary
+    return model.eval()
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -839,7 +972,31 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
     gammas = 0.5 / (config.rbf_bandwidth_scale * spreads) ** 2
     rbf.centers.copy_(torch.as_tensor(centers, dtype=rbf.centers.dtype))
     rbf.gammas.copy_(torch.as_tensor(gammas, dtype=rbf.gammas.dtype))
+    if rbf.gate_centers is not None:
+        gate_centers, gate_scales = _gate_kernels(codes, rbf.gate_centers.shape[0], config.gate_scale, config.seed)
+        rbf.gate_centers.copy_(torch.as_tensor(gate_centers, dtype=rbf.gate_centers.dtype))
+        rbf.gate_scales.copy_(torch.as_tensor(gate_scales, dtype=rbf.gate_scales.dtype))
     rbf.weight_free.copy_(_inverse_softplus(_initial_weights(vae, data, generator)))
+
+
+def _gate_kernels(codes: np.ndarray, n_centers: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gate centres (G, d) (the codes, or a seeded random subset of G of them) and scales s_j = h_j^-2 (G,).
+
+    The radius h_j is `scale` times the distance from centre j to its nearest other centre, clipped to
+    [0.5, 2] times the median of those distances (duplicates and isolated codes get sensible radii).
+    """
+    from scipy.spatial import cKDTree
+
+    if n_centers < codes.shape[0]:
+        chosen = np.sort(np.random.default_rng(seed).choice(codes.shape[0], n_centers, replace=False))
+        codes = codes[chosen]
+    if codes.shape[0] < 2:
+        return codes, np.ones(codes.shape[0])
+    spacing = cKDTree(codes).query(codes, k=2)[0][:, 1]
+    positive = spacing[spacing > 0]
+    median = float(np.median(positive)) if positive.size else 1.0
+    radius = scale * np.clip(spacing, 0.5 * median, 2.0 * median)
+    return codes, 1.0 / np.square(radius)
 
 
 def _median_nearest_spacing(centers: np.ndarray) -> float:

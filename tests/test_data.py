@@ -427,7 +427,7 @@ def test_make_dataset_rejects_bad_image_shape() -> None:
 
 
 def test_registry_names() -> None:
-    assert set(DATASETS) == {"digits", "idx", "npz", "npy"}
+    assert set(DATASETS) == {"digits", "idx", "npz", "npy", "csv"}
 
 
 def test_load_dataset_spec_parsing(tmp_path: Path) -> None:
