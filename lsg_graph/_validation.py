@@ -125,6 +125,11 @@ def check_labels(labels: Any, n_rows: int, name: str = "labels") -> np.ndarray |
             )
     elif array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
         raise InvalidInput(f"{name} must fit in int64; got the value {int(array.max())}.")
+    if array.dtype != bool and array.size and bool(np.any(array == -1)):
+        rows = np.flatnonzero(array == -1)[:5].tolist()
+        raise InvalidInput(
+            f"{name} must not be -1, the marker of points attached to a graph after its build; got it at rows {rows}."
+        )
     return array.astype(np.int64)
 
 

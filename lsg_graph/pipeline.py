@@ -92,6 +92,7 @@ def train_run(
         overrides["image_shape"] = _conv_image_shape(dataset, data)
     config = VAEConfig(input_dim=dataset.n_features, seed=seed, **overrides)
     _check_model_size(config)
+    _warn_if_raw_pixels(dataset, data)
     train_idx, held_idx = _split(dataset, seed)
     with _io.run_lock(run_dir):  # before the minutes of training: a concurrent writer is refused now
         vae, report = train_vae(
@@ -304,6 +305,25 @@ def build_run(
 def _n_params(vae: VAE) -> int:
     """Number of parameters of a model (a proxy for the cost of one decoder evaluation)."""
     return int(sum(parameter.numel() for parameter in vae.parameters()))
+
+
+def _warn_if_raw_pixels(dataset: Dataset, spec: str) -> None:
+    """Warn when the data look like raw 0-255 pixels: integral values in [0, 255] reaching above 1.
+
+    IDX files and the digits are scaled to [0, 1] on loading; .npy/.npz/.csv values keep their units, and a
+    model trained on raw pixels gets an identity mean decoder with a useless likelihood scale.
+    """
+    images = dataset.images
+    low, high = float(images.min()), float(images.max())
+    if low >= 0.0 and 1.0 < high <= 255.0 and bool(np.all(images == np.round(images))):
+        warnings.warn(
+            f"The data {spec!r} hold integers in [{low:g}, {high:g}], like raw 0-255 pixels, but are used as they are "
+            "(only IDX files and the digits are scaled on loading); the sigmoid mean decoder needs values in [0, 1]. "
+            "Divide the samples by 255 (e.g. np.savez(path, x=x / 255.0)) before training, unless these are counts "
+            "meant in their own units.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_model_size(config: VAEConfig) -> None:
