@@ -73,8 +73,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(stream.fileno())
         os.replace(temp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # a full disk says which artifact could not be written
         raise
 
 
@@ -367,8 +369,8 @@ def npy_header(stream: Any, available: int, what: str, error: type[Exception]) -
         if reader is None:
             raise ValueError(f"unsupported .npy format version {version}")
         shape, _, dtype = reader(stream)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, MemoryError, OverflowError) as exc:
-        raise error(f"The {what} has an unreadable .npy header: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast/tokenize: any of their errors
+        raise error(f"The {what} has an unreadable .npy header: {type(exc).__name__}: {exc}") from exc
     header_bytes = stream.tell()
     if dtype.hasobject:
         return tuple(shape), dtype, 0  # refused by allow_pickle=False when read, with its own message
@@ -670,9 +672,19 @@ def recover_run(run_dir: str | os.PathLike[str]) -> bool:
         staging = journal.get("staging")
         if not isinstance(staging, str) or not staging.startswith(STAGING_PREFIX) or "/" in staging:
             raise ArtifactError(f"The journal {str(journal_path)!r} names an invalid staging folder {staging!r}.")
+        if not (run_dir / staging).is_dir() or (run_dir / staging).is_symlink():
+            raise ArtifactError(
+                f"The journal {str(journal_path)!r} names the staging folder {staging!r}, which does not exist: it is "
+                "not the journal of an unfinished lsg-graph update; remove the journal file."
+            )
         replace, remove = journal.get("replace"), journal.get("remove")
         if not isinstance(replace, list) or not isinstance(remove, list):
             raise ArtifactError(f"The journal {str(journal_path)!r} is malformed: 'replace' and 'remove' must be lists.")
+        if journal.get("sha256") != _journal_digest(staging, replace, remove):
+            raise ArtifactError(
+                f"The journal {str(journal_path)!r} fails its checksum: it is corrupt or was not written by lsg-graph; "
+                "remove the journal file (the run's files are left as they are)."
+            )
         _apply(run_dir, run_dir / staging, [_check_name(n, journal_path) for n in replace],
                [_check_name(n, journal_path) for n in remove])
         recovered = True
@@ -681,6 +693,11 @@ def recover_run(run_dir: str | os.PathLike[str]) -> bool:
             if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
     return recovered
+
+
+def _journal_digest(staging: Any, replace: Any, remove: Any) -> str:
+    """The checksum a journal carries over its own content (a corrupt or foreign journal is never applied)."""
+    return sha256_bytes(json.dumps([staging, replace, remove], sort_keys=True).encode())
 
 
 def _apply(run_dir: Path, staging: Path, replace: list[str], remove: list[str]) -> None:
@@ -772,6 +789,7 @@ class RunTransaction:
             "replace": sorted(self._staged),
             "remove": sorted(self._removed),
         }
+        journal["sha256"] = _journal_digest(journal["staging"], journal["replace"], journal["remove"])
         fd = os.open(self.run_dir / READ_LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # readers hold it shared for a moment: wait for them

@@ -33,6 +33,9 @@ MAX_WORK_ENV = "LSG_GRAPH_MAX_WORK"  # override: decoder evaluations x parameter
 MAX_MEMORY_ENV = "LSG_GRAPH_MAX_MEMORY"  # override: bytes one command may allocate at once
 DEFAULT_MAX_WORK = 2 * 10**13  # about half an hour of CPU time at 1e10 multiply-adds per second
 DEFAULT_MAX_MEMORY = 16 * 2**30
+REFINE_PAIR_WORK = 3 * 10**10  # fixed cost of refining one pair (iterations, fallbacks): seconds at 1e10 per second
+WALK_STEP_WORK = 10**7  # fixed cost of one batched walk step (about a millisecond)
+CUDA_WORK_FACTOR = 100  # a GPU does the same work about this much faster
 MAX_COORDINATE = 1e8  # latent coordinates beyond this (codes are O(1)) overflow the decoder in float32
 
 
@@ -91,9 +94,9 @@ def train_run(
     if overrides.get("architecture") == "conv" and "image_shape" not in overrides:
         overrides["image_shape"] = _conv_image_shape(dataset, data)
     config = VAEConfig(input_dim=dataset.n_features, seed=seed, **overrides)
-    _check_model_size(config)
-    _warn_if_raw_pixels(dataset, data)
     train_idx, held_idx = _split(dataset, seed)
+    _check_train_request(config, len(train_idx), torch_device)
+    _warn_if_raw_pixels(dataset, data)
     with _io.run_lock(run_dir):  # before the minutes of training: a concurrent writer is refused now
         vae, report = train_vae(
             dataset.images[train_idx], config, dataset.images[held_idx], progress=progress, device=torch_device
@@ -223,7 +226,7 @@ def evaluate_run(
     n_params = _n_params(vae)
     check_request(
         "evaluate", 2 * len(held_idx) * n_samples * n_params, f"--samples {n_samples}",
-        memory=32 * n_samples * vae.input_dim * 4, hint="lower --samples",
+        memory=32 * n_samples * vae.input_dim * 4, hint="lower --samples", device=resolve_device(device),
     )
     codes = _checked_codes(vae, dataset.images[train_idx], data)
     return paper_claims(vae, dataset.images[held_idx], codes, n_samples=n_samples, seed=seed)
@@ -279,7 +282,7 @@ def build_run(
             "build", 2 * (vae.latent_dim + 1) * n_edges * n_nodes * _n_params(vae),
             f"{dataset.n_samples} codes, --k {k}, --nodes {n_nodes}, --candidates {candidates}",
             memory=64 * n_edges + 8 * n_nodes * vae.input_dim * 64,
-            hint="lower --nodes, --k or --candidates",
+            hint="lower --nodes, --k or --candidates", device=torch_device,
         )
         codes = _checked_codes(vae, dataset.images, data)
         timings["encode_s"] = time.perf_counter() - started
@@ -326,14 +329,18 @@ def _warn_if_raw_pixels(dataset: Dataset, spec: str) -> None:
         )
 
 
-def _check_model_size(config: VAEConfig) -> None:
-    """Refuse a configuration whose parameters alone would not fit the memory limit (e.g. --latent-dim 1e9)."""
+def _check_train_request(config: VAEConfig, n_train: int, device: torch.device) -> None:
+    """Refuse a configuration whose parameters would not fit the memory limit (e.g. --latent-dim 1e9) or whose
+    epochs would run for hours (e.g. --epochs 1e12)."""
     widths = [config.input_dim, *config.hidden_dims, config.latent_dim]
     n_params = 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True)) * 3 + config.n_centers * (
         config.latent_dim + config.input_dim
     )
     check_request("train", 0, f"--latent-dim {config.latent_dim}", memory=16 * n_params,
                   hint="lower --latent-dim (or the hidden widths)")
+    check_request("train", 6.0 * (config.epochs + config.rbf_epochs) * n_train * n_params,
+                  f"--epochs {config.epochs} --rbf-epochs {config.rbf_epochs} on {n_train} samples",
+                  hint="lower --epochs or --rbf-epochs", device=device)
 
 
 def _check_data_matches(vae: VAE, dataset: Dataset, spec: str) -> bool:
@@ -370,14 +377,18 @@ def _checked_codes(vae: VAE, images: np.ndarray, spec: str) -> np.ndarray:
 
 
 def check_request(
-    command: str, work: float, request: str, *, memory: float = 0, hint: str = "ask for less"
+    command: str, work: float, request: str, *, memory: float = 0, hint: str = "ask for less",
+    device: str | torch.device | None = None,
 ) -> None:
-    """Refuse a request whose estimated work (decoder multiply-adds) or memory (bytes) is over the limit.
+    """Refuse a request whose estimated work (multiply-adds) or memory (bytes) is over the limit.
 
-    The limits are LSG_GRAPH_MAX_WORK (default 2e13, about half an hour of CPU) and LSG_GRAPH_MAX_MEMORY (default
-    16 GiB); the message names the estimate, the limit and how to raise it.
+    The limits are LSG_GRAPH_MAX_WORK (default 2e13, about half an hour of CPU; CUDA_WORK_FACTOR times more on a
+    CUDA device) and LSG_GRAPH_MAX_MEMORY (default 16 GiB); the message names the estimate, the limit and how to
+    raise it.
     """
     max_work = _io.env_limit(MAX_WORK_ENV, DEFAULT_MAX_WORK)
+    if device is not None and torch.device(device).type == "cuda":
+        max_work *= CUDA_WORK_FACTOR
     max_memory = _io.env_limit(MAX_MEMORY_ENV, DEFAULT_MAX_MEMORY)
     if memory > max_memory:
         raise ResourceLimitError(
@@ -678,10 +689,10 @@ def walk_run(
         metric.decoder, "parameters") else 10**5
     width = getattr(metric.decoder, "output_dim", None) or 2 * graph.latent_dim
     check_request(
-        "walk", 2.0 * n_walkers * n_steps * (graph.latent_dim + 1) ** 2 * n_params,
+        "walk", n_steps * (WALK_STEP_WORK + 2.0 * n_walkers * (graph.latent_dim + 1) ** 2 * n_params),
         f"--walkers {n_walkers} --steps {n_steps}",
         memory=n_walkers * (n_steps + 1) * (8 * graph.latent_dim + (4 * width if figures else 0)),
-        hint="lower --walkers or --steps",
+        hint="lower --walkers or --steps", device=metric.device,
     )
     starts = np.repeat(graph.codes[start : start + 1], n_walkers, axis=0)
     result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
@@ -755,8 +766,8 @@ def plot_run(
         n_params = int(sum(parameter.numel() for parameter in metric.decoder.parameters())) if hasattr(
             metric.decoder, "parameters") else 10**5
         check_request(
-            "plot", 0.0 if refine == "none" else 2.0 * n_pairs * 50 * 64 * (graph.latent_dim + 1) ** 2 * n_params,
-            f"--pairs {n_pairs} --refine {refine}", hint="lower --pairs (or use --refine none)",
+            "plot", 0.0 if refine == "none" else n_pairs * (REFINE_PAIR_WORK + 2.0 * 50 * 64 * (graph.latent_dim + 1) ** 2 * n_params),
+            f"--pairs {n_pairs} --refine {refine}", hint="lower --pairs (or use --refine none)", device=metric.device,
         )
         pairs = _far_pairs(graph, n_pairs, seed)
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)

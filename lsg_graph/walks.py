@@ -335,19 +335,21 @@ def _walk(
 ) -> tuple[Tensor, Tensor]:
     """Positions (w, n_steps + 1, d) float64 and held mask (w, n_steps) of all walkers, one batched step at a time."""
     z = starts
+    # proposals beyond sqrt(max) of the decoder's dtype (a huge step size) overflow it: held like non-finite ones
+    too_far = math.sqrt(torch.finfo(metric.dtype or torch.float64).max)
     local = _local(metric, z, kind, rcond) if kind.uses_metric else None
     stuck = None if local is not None else ~_decodes_finite(metric, z)  # euclidean: a start the decoder cannot take
     positions, held = [z], []
     for _ in range(n_steps):
         noise = torch.randn(z.shape, generator=generator, dtype=torch.float64).to(z.device)
         proposal = z + _increment(local, noise, step_size)
-        stay = ~torch.isfinite(proposal).all(dim=1)
+        stay = ~(torch.isfinite(proposal) & (proposal.abs() < too_far)).all(dim=1)
         if local is not None:
             stay = stay | local.singular
         else:
             stay = stay | stuck
         proposal = _apply_boundary(boundary, torch.where(stay[:, None], z, proposal))
-        stay = stay | ~torch.isfinite(proposal).all(dim=1)
+        stay = stay | ~(torch.isfinite(proposal) & (proposal.abs() < too_far)).all(dim=1)
         proposal = torch.where(stay[:, None], z, proposal)
         if local is not None:
             new = _local(metric, proposal, kind, rcond)

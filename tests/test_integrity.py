@@ -479,3 +479,29 @@ def test_geodesic_with_attached_points_still_reports_true_distances(run: Path) -
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_graph(run)
+
+
+@pytest.mark.parametrize("kind", ["metric", "euclidean", "brownian"])
+def test_huge_step_size_is_held_not_reported_as_nan_input(run: Path, kind: str) -> None:
+    """`walk --step-size 1e300` was reported as 'input contains NaN or inf': every proposal overflows the decoder's
+    float32, so every step is held and counted, and the walkers stay at their start."""
+    code, output = cli("walk", "--run", str(run), "--step-size", "1e300", "--steps", "5", "--walkers", "3",
+                       "--kind", kind, "--no-figures")
+    assert code == 0, output
+    assert "held steps (singular M)  15" in output
+    walks = np.load(run / f"walks_{kind}.npy")
+    np.testing.assert_array_equal(walks, np.broadcast_to(walks[:, :1], walks.shape))
+
+
+def test_full_disk_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write failing with ENOSPC said 'cannot read or write a file': now the artifact's name is in the message."""
+    real_write = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as info:
+        _io.write_json(tmp_path / "manifest.json", {})
+    assert info.value.filename == str(tmp_path / "manifest.json")
+    monkeypatch.setattr(Path, "write_bytes", real_write)
