@@ -100,6 +100,8 @@ def train(
     report = summary.report
     typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
     _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
+    if summary.removed_graph:
+        typer.echo(f"Removed the graph of the previous model; rebuild it with 'lsg-graph build --run {out}'.")
 
 
 def _train_rows(report: Any) -> list[tuple[str, str]]:

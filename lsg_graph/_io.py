@@ -75,7 +75,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_dir(target.parent)
     except BaseException as exc:
         temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
             exc.filename = str(target)  # a full disk says which artifact could not be written
         raise
 
@@ -369,6 +369,8 @@ def npy_header(stream: Any, available: int, what: str, error: type[Exception]) -
         if reader is None:
             raise ValueError(f"unsupported .npy format version {version}")
         shape, _, dtype = reader(stream)
+    except (zlib.error, zipfile.BadZipFile):
+        raise  # a corrupt zip member: the archive's reader names the archive
     except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast/tokenize: any of their errors
         raise error(f"The {what} has an unreadable .npy header: {type(exc).__name__}: {exc}") from exc
     header_bytes = stream.tell()
@@ -822,6 +824,10 @@ def run_transaction(run_dir: str | os.PathLike[str]) -> Iterator[RunTransaction]
             yield transaction
             del _ACTIVE[key]
             transaction.commit()
+        except OSError as exc:  # name the run's file, not its staged copy
+            if isinstance(exc.filename, str) and exc.filename.startswith(str(staging)):
+                exc.filename = str(run_dir / Path(exc.filename).relative_to(staging).parts[0])
+            raise
         finally:
             _ACTIVE.pop(key, None)
             if not (run_dir / JOURNAL_NAME).exists():  # a commit that failed past its journal is rolled forward later

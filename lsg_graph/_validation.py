@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -169,3 +170,25 @@ def as_tensor(values: Any, dtype: torch.dtype = torch.float32, device: torch.dev
     if isinstance(values, torch.Tensor):
         return values.to(dtype=dtype, device=device)
     return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+@contextlib.contextmanager
+def sklearn_errors() -> Iterator[None]:
+    """Re-raise scikit-learn's validation errors as lsg-graph's own classes, with the same message.
+
+    sklearn's NotFittedError becomes lsg_graph.errors.NotFittedError (also a ValueError and AttributeError, like
+    sklearn's), its InvalidParameterError and plain ValueError/TypeError become InvalidInput (a ValueError and a
+    TypeError): code catching either family still catches them, as the README promises.
+    """
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    from lsg_graph.errors import LsgGraphError, NotFittedError
+
+    try:
+        yield
+    except LsgGraphError:
+        raise
+    except SklearnNotFitted as exc:
+        raise NotFittedError(str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from exc

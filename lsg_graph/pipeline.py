@@ -49,6 +49,7 @@ class TrainSummary:
     n_held_out: int
     run_dir: Path
     model_path: Path
+    removed_graph: bool = False  # the run had a graph of the previous model; it was removed with the update
 
 
 @dataclass
@@ -106,9 +107,10 @@ def train_run(
             vae.save(run_dir, data_record=record)
             transaction.record("data", [], {"data": record["spec"], "held_out_fraction": HELD_OUT_FRACTION,
                                             "split_seed": seed})
-            if (run_dir / GRAPH_FILE).exists():
+            removed_graph = (run_dir / GRAPH_FILE).exists()
+            if removed_graph:
                 transaction.remove(GRAPH_FILE)  # built from the previous model: stale from now on
-    return TrainSummary(report, data, len(train_idx), len(held_idx), run_dir, run_dir / MODEL_FILE)
+    return TrainSummary(report, data, len(train_idx), len(held_idx), run_dir, run_dir / MODEL_FILE, removed_graph)
 
 
 def absolute_spec(spec: str) -> str:
@@ -614,10 +616,8 @@ def cluster_run(
     """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png."""
     from sklearn.cluster import KMeans
 
-    from lsg_graph._validation import check_int
+    from lsg_graph._validation import check_int, check_positive_int
     from lsg_graph.cluster import cluster_latent_graph, clustering_scores
-
-    from lsg_graph._validation import check_positive_int
 
     seed = check_random_state(seed)
     n_init = check_positive_int(n_init, "n_init")

@@ -13,8 +13,6 @@ import io
 import json
 import math
 import re
-import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import dijkstra
 from sklearn.neighbors import NearestNeighbors
-from tiny_run import TINY, copy_tiny_run, tiny_data, tiny_root
+from tiny_run import TINY, copy_tiny_run, tiny_data
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -120,7 +120,8 @@ def test_foreign_model_is_detected_by_readers_and_rebuilt_by_builders(run: Path,
 def test_train_into_a_built_run_removes_the_graph_of_the_old_model(run: Path) -> None:
     """`train` into a built run used to leave the old graph (graph length 37.15 became 35.18, no warning): now the graph
     goes with the old model in the same transaction, and geodesic says there is no graph."""
-    train_run(run, tiny_data(), seed=3, progress=False, **TINY)
+    code, output = cli("train", "--out", str(run), "--data", tiny_data(), "--epochs", "1", "--rbf-epochs", "1", "-q")
+    assert code == 0 and "Removed the graph of the previous model" in output, output
     assert not (run / GRAPH_FILE).exists()
     assert "graph" not in json.loads((run / _io.MANIFEST_NAME).read_text())["artifacts"]
     code, output = cli("geodesic", "--run", str(run), "--from", "0", "--to", "1", "--refine", "none")
@@ -505,3 +506,20 @@ def test_full_disk_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         _io.write_json(tmp_path / "manifest.json", {})
     assert info.value.filename == str(tmp_path / "manifest.json")
     monkeypatch.setattr(Path, "write_bytes", real_write)
+
+
+def test_geodesic_distance_raises_lsg_graph_classes() -> None:
+    """GeodesicDistance raised scikit-learn's NotFittedError / ValueError where the README promises lsg-graph's; now
+    lsg-graph's classes, which are also the builtin ones scikit-learn users catch."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    from lsg_graph.distances import GeodesicDistance
+    from lsg_graph.errors import NotFittedError
+
+    estimator = GeodesicDistance(decoder=LinearDecoder(), n_neighbors=3)
+    with pytest.raises(NotFittedError) as info:
+        estimator.transform(np.zeros((2, 2)))
+    assert isinstance(info.value, (AttributeError, ValueError)) and not isinstance(info.value, SklearnNotFitted)
+    with pytest.raises(InvalidInput) as bad:
+        estimator.fit(np.array([[np.nan, 0.0], [1.0, 2.0]]))
+    assert isinstance(bad.value, ValueError)
