@@ -172,13 +172,27 @@ def as_tensor(values: Any, dtype: torch.dtype = torch.float32, device: torch.dev
     return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
 
+_COMBINED: dict[tuple[type, type], type] = {}
+
+
+def _combined(ours: type, theirs: type) -> type:
+    """A subclass of both lsg-graph's error class `ours` and scikit-learn's `theirs` (made once per pair)."""
+    if issubclass(theirs, ours):
+        return theirs
+    key = (ours, theirs)
+    if key not in _COMBINED:
+        _COMBINED[key] = type(ours.__name__, (ours, theirs), {"__module__": ours.__module__, "__doc__": ours.__doc__})
+    return _COMBINED[key]
+
+
 @contextlib.contextmanager
 def sklearn_errors() -> Iterator[None]:
     """Re-raise scikit-learn's validation errors as lsg-graph's own classes, with the same message.
 
-    sklearn's NotFittedError becomes lsg_graph.errors.NotFittedError (also a ValueError and AttributeError, like
-    sklearn's), its InvalidParameterError and plain ValueError/TypeError become InvalidInput (a ValueError and a
-    TypeError): code catching either family still catches them, as the README promises.
+    sklearn's NotFittedError becomes a subclass of both lsg_graph.errors.NotFittedError and sklearn's class (and so
+    of ValueError and AttributeError); its InvalidParameterError and plain ValueError/TypeError become InvalidInput
+    (a ValueError and a TypeError, and also sklearn's class when it was one): code catching either family still
+    catches them, as the README promises.
     """
     from sklearn.exceptions import NotFittedError as SklearnNotFitted
 
@@ -189,6 +203,7 @@ def sklearn_errors() -> Iterator[None]:
     except LsgGraphError:
         raise
     except SklearnNotFitted as exc:
-        raise NotFittedError(str(exc)) from exc
+        raise _combined(NotFittedError, type(exc))(str(exc)) from exc
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(str(exc)) from exc
+        cls = InvalidInput if type(exc) in (ValueError, TypeError) else _combined(InvalidInput, type(exc))
+        raise cls(str(exc)) from exc
