@@ -543,7 +543,8 @@ _ACTIVE: dict[Path, RunTransaction] = {}  # run dir -> the open transaction of t
 
 
 def _key(run_dir: Path) -> Path:
-    return Path(os.path.abspath(run_dir))
+    """The identity of a run directory for this process's lock bookkeeping (symlinks resolved)."""
+    return Path(os.path.realpath(run_dir))
 
 
 def _lock_holder(fd: int) -> str:
@@ -612,7 +613,7 @@ def run_read_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
     """Hold a shared lock on the run while loading several of its files, so no commit lands in between.
 
     An update a killed writer committed but did not finish is rolled forward first (when no writer is alive).
-    Run directories that cannot hold a lock file (read-only, absent) are read without one.
+    Directories without the lock file (no transaction ever committed there) are read without one.
     """
     import fcntl
 
@@ -622,14 +623,11 @@ def run_read_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
         return
     if (run_dir / JOURNAL_NAME).exists():
         _recover_if_unlocked(run_dir)
-    try:
-        fd = os.open(run_dir / READ_LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:  # readers never create files: the lock file exists once a transaction has committed here
+        fd = os.open(run_dir / READ_LOCK_NAME, os.O_RDONLY)
     except OSError:
-        try:
-            fd = os.open(run_dir / READ_LOCK_NAME, os.O_RDONLY)
-        except OSError:
-            yield
-            return
+        yield
+        return
     try:
         deadline = time.monotonic() + READ_LOCK_TIMEOUT_S
         while True:

@@ -536,3 +536,32 @@ def test_concurrent_builds_never_mix(tmp_path: Path, tiny_data: str) -> None:
         assert outcomes[-1] in ([0, 0], [0, 3]), outcomes
         assert assert_complete_run(run)[1]
     print(f"outcomes (0 built, 3 refused): {outcomes}")
+
+
+def test_readers_never_see_a_mixed_run(tmp_path: Path, tiny_data: str) -> None:
+    """While another process retrains and rebuilds the run in a loop, a reader loading the graph (bound to the model
+    it hashes under the shared lock) for 3 s only ever sees a complete version: a graph of the current model, or no
+    graph between a train and its build, never a stale one."""
+    from lsg_graph.errors import StaleArtifactError
+    from lsg_graph.pipeline import load_graph
+
+    run = tmp_path / "run"
+    ready = FORK.Event()
+    writer = fork(_train_build_loop, run, tiny_data, ready)
+    try:
+        assert ready.wait(120)
+        seen = {"bound": 0, "no graph": 0}
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                load_graph(run)
+                seen["bound"] += 1
+            except StaleArtifactError as exc:  # pragma: no cover - the failure this test exists for
+                pytest.fail(f"a reader saw a mixed run: {exc}")
+            except ArtifactError as exc:
+                assert "No latent graph" in str(exc), exc
+                seen["no graph"] += 1
+        assert seen["bound"] > 0, seen
+        print(f"reader outcomes over 3 s: {seen}")
+    finally:
+        sigkill(writer)
