@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -20,6 +21,25 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# library parameter -> the option the user typed, for error messages ("The 'n_clusters' parameter" -> "'--k'")
+OPTION_NAMES = {
+    "n_clusters": "--k", "k": "--k", "n_init": "--n-init", "n_nodes": "--nodes", "candidates": "--candidates",
+    "n_samples": "--samples", "n_pairs": "--pairs", "walkers": "--walkers", "n_walkers": "--walkers",
+    "n_steps": "--steps", "step_size": "--step-size", "latent_dim": "--latent-dim", "epochs": "--epochs",
+    "rbf_epochs": "--rbf-epochs", "seed": "--seed", "start": "--start",
+}
+_PARAMETER = re.compile(r"The '(\w+)' (parameter|index)")
+
+
+def _name_options(exc: BaseException) -> None:
+    """Rewrite "The 'n_clusters' parameter" into "The '--k' option" in a library error, in place."""
+    message = str(exc)
+    renamed = _PARAMETER.sub(
+        lambda match: f"The {OPTION_NAMES[match.group(1)]!r} option" if match.group(1) in OPTION_NAMES else match.group(0),
+        message,
+    )
+    if renamed != message:
+        exc.args = (renamed,)
 RUN_HELP = "Run directory holding the model, graph and manifest."
 
 
@@ -35,10 +55,14 @@ def handle_errors(command: F) -> F:
                 warnings.simplefilter("always")
                 result = command(*args, **kwargs)
         except LsgGraphError as exc:
+            _name_options(exc)
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=1) from None
         except OSError as exc:  # disk full, permission denied, ...: the system's own message, no traceback
             typer.echo(f"Error: cannot read or write {exc.filename or 'a file'!s}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(code=1) from None
+        except MemoryError:
+            typer.echo("Error: out of memory; ask for less (fewer samples, walkers, nodes or a smaller model).", err=True)
             raise typer.Exit(code=1) from None
         for warning in caught:
             if issubclass(warning.category, UserWarning):
@@ -76,14 +100,20 @@ def train(
     report = summary.report
     typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
     _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
+    if summary.removed_graph:
+        typer.echo(f"Removed the graph of the previous model; rebuild it with 'lsg-graph build --run {out}'.")
 
 
 def _train_rows(report: Any) -> list[tuple[str, str]]:
     """Summary rows of a TrainReport."""
+    def losses(values: Any) -> str:
+        values = list(values)
+        return f"{values[0]:.2f} -> {values[-1]:.2f} nats/sample" if values else "not run (0 epochs)"
+
     return [
-        ("stage 1 loss (first -> last)", f"{report.stage1_losses[0]:.2f} -> {report.stage1_losses[-1]:.2f} nats/sample"),
-        ("stage 2 loss (first -> last)", f"{report.stage2_losses[0]:.2f} -> {report.stage2_losses[-1]:.2f} nats/sample"),
-        ("held-out ELBO (rbf)", f"{report.held_out_elbo:.2f} nats/sample"),
+        ("stage 1 loss (first -> last)", losses(report.stage1_losses)),
+        ("stage 2 loss (first -> last)", losses(report.stage2_losses)),
+        ("held-out ELBO (rbf)", "not measured" if report.held_out_elbo is None else f"{report.held_out_elbo:.2f} nats/sample"),
         ("time", f"{report.seconds:.1f} s"),
     ]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,11 @@ def check_labels(labels: Any, n_rows: int, name: str = "labels") -> np.ndarray |
             )
     elif array.dtype == np.uint64 and array.size and int(array.max()) > np.iinfo(np.int64).max:
         raise InvalidInput(f"{name} must fit in int64; got the value {int(array.max())}.")
+    if array.dtype != bool and array.size and bool(np.any(array == -1)):
+        rows = np.flatnonzero(array == -1)[:5].tolist()
+        raise InvalidInput(
+            f"{name} must not be -1, the marker of points attached to a graph after its build; got it at rows {rows}."
+        )
     return array.astype(np.int64)
 
 
@@ -164,3 +170,40 @@ def as_tensor(values: Any, dtype: torch.dtype = torch.float32, device: torch.dev
     if isinstance(values, torch.Tensor):
         return values.to(dtype=dtype, device=device)
     return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+_COMBINED: dict[tuple[type, type], type] = {}
+
+
+def _combined(ours: type, theirs: type) -> type:
+    """A subclass of both lsg-graph's error class `ours` and scikit-learn's `theirs` (made once per pair)."""
+    if issubclass(theirs, ours):
+        return theirs
+    key = (ours, theirs)
+    if key not in _COMBINED:
+        _COMBINED[key] = type(ours.__name__, (ours, theirs), {"__module__": ours.__module__, "__doc__": ours.__doc__})
+    return _COMBINED[key]
+
+
+@contextlib.contextmanager
+def sklearn_errors() -> Iterator[None]:
+    """Re-raise scikit-learn's validation errors as lsg-graph's own classes, with the same message.
+
+    sklearn's NotFittedError becomes a subclass of both lsg_graph.errors.NotFittedError and sklearn's class (and so
+    of ValueError and AttributeError); its InvalidParameterError and plain ValueError/TypeError become InvalidInput
+    (a ValueError and a TypeError, and also sklearn's class when it was one): code catching either family still
+    catches them, as the README promises.
+    """
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    from lsg_graph.errors import LsgGraphError, NotFittedError
+
+    try:
+        yield
+    except LsgGraphError:
+        raise
+    except SklearnNotFitted as exc:
+        raise _combined(NotFittedError, type(exc))(str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        cls = InvalidInput if type(exc) in (ValueError, TypeError) else _combined(InvalidInput, type(exc))
+        raise cls(str(exc)) from exc

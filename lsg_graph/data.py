@@ -168,6 +168,7 @@ def _check_labels(labels: Any, n_rows: int) -> np.ndarray | None:
     if array.ndim != 1:
         raise InvalidInput(f"labels must be a 1-D array (n_samples,); got shape {array.shape} (use ravel() if (n, 1)).")
     _check_label_count(array.shape[0], n_rows)
+    _check_label_range(array)
     if np.issubdtype(array.dtype, np.floating):
         with np.errstate(invalid="ignore"):
             integral = np.isfinite(array) & (array == np.round(array)) & (np.abs(array) < 2.0**63)
@@ -178,6 +179,28 @@ def _check_labels(labels: Any, n_rows: int) -> np.ndarray | None:
                 f"{array[bad_rows[:5]].tolist()} at rows {bad_rows[:5].tolist()}."
             )
     return array.astype(np.int64)
+
+
+ATTACHED_LABEL = -1  # the label LatentGraph.attach gives to points attached after the build
+
+
+def _check_label_range(array: np.ndarray) -> None:
+    """Refuse labels that would wrap in int64 (uint64 above 2**63 - 1) or equal the attached-point marker -1."""
+    if array.size == 0 or array.dtype == bool:
+        return
+    if np.issubdtype(array.dtype, np.unsignedinteger) and int(array.max()) > np.iinfo(np.int64).max:
+        bad = np.flatnonzero(array > np.iinfo(np.int64).max)
+        raise InvalidInput(
+            f"labels must fit in int64; got {int(array[bad[0]])} at row {int(bad[0])} ({bad.size} such row(s))."
+        )
+    if np.issubdtype(array.dtype, np.signedinteger) or np.issubdtype(array.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            marked = np.flatnonzero(array == ATTACHED_LABEL)
+        if marked.size:
+            raise InvalidInput(
+                f"labels must not be {ATTACHED_LABEL}, the marker of points attached to a graph after its build; got "
+                f"it at {marked.size} row(s), first {marked[:5].tolist()}. Use labels >= 0 (or leave them out)."
+            )
 
 
 def _check_label_count(n_labels: int, n_rows: int) -> None:
@@ -244,34 +267,54 @@ def load_digits() -> Dataset:
 
 
 def read_idx(path: PathLike) -> np.ndarray:
-    """Read one IDX file (plain or gzip) into a native-endian array of the shape and dtype its header gives."""
+    """Read one IDX file (plain or gzip) into a native-endian array of the shape and dtype its header gives.
+
+    Only as many bytes as the header announces are read (and inflated, for .gz), after checking that size against
+    the limit `lsg_graph._io.max_file_bytes()` (env LSG_GRAPH_MAX_FILE_BYTES): a forged header or a decompression
+    bomb is refused before it costs memory.
+    """
     file = _existing_file(path, "IDX file")
-    raw = _read_idx_bytes(file)
-    dtype, dims, offset = _parse_idx_header(raw, file)
-    count = math.prod(dims)
-    available = len(raw) - offset
-    if available != count * dtype.itemsize:
-        state = "truncated" if available < count * dtype.itemsize else "corrupt (trailing bytes)"
-        raise InvalidInput(
-            f"IDX file {str(file)!r} is {state}: its header gives shape {dims} of {dtype.itemsize}-byte values "
-            f"({count * dtype.itemsize} data bytes) but it holds {available}."
-        )
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
-
-
-def _read_idx_bytes(file: Path) -> bytes:
-    """Return the bytes of an IDX file, gunzipped when it starts with the gzip magic number."""
     try:
-        raw = file.read_bytes()
+        with open(file, "rb") as raw_stream:
+            compressed = raw_stream.read(2) == _GZIP_MAGIC
+            raw_stream.seek(0)
+            stream: Any = gzip.GzipFile(fileobj=raw_stream) if compressed else raw_stream
+            return _read_idx_stream(stream, file, compressed)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InvalidInput(f"IDX file {str(file)!r} is a corrupt or truncated gzip file: {exc}") from exc
     except OSError as exc:
         raise InvalidInput(f"Could not read IDX file {str(file)!r}: {exc}") from exc
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InvalidInput(f"IDX file {str(file)!r} is a corrupt or truncated gzip file: {exc}") from exc
+
+
+def _read_idx_stream(stream: Any, file: Path, compressed: bool) -> np.ndarray:
+    """Read header then exactly the announced data bytes from an open IDX stream (plain or gzip)."""
+    from lsg_graph._io import MAX_FILE_BYTES_ENV, max_file_bytes
+
+    head = stream.read(4)
+    ndim = head[3] if len(head) == 4 else 0
+    header = head + stream.read(4 * ndim)
+    dtype, dims, offset = _parse_idx_header(header, file)
+    count = math.prod(dims)
+    expected = count * dtype.itemsize
+    limit = max_file_bytes()
+    if expected > limit:
+        raise InvalidInput(
+            f"IDX file {str(file)!r} announces shape {dims} ({expected} data bytes), more than the limit of {limit} "
+            f"bytes; set the environment variable {MAX_FILE_BYTES_ENV} to a larger number of bytes if it is genuine."
+        )
+    payload = stream.read(expected)
+    if len(payload) < expected:
+        raise InvalidInput(
+            f"IDX file {str(file)!r} is truncated: its header gives shape {dims} of {dtype.itemsize}-byte values "
+            f"({expected} data bytes) but it holds {len(payload)}."
+        )
+    if stream.read(1):
+        raise InvalidInput(
+            f"IDX file {str(file)!r} is corrupt (trailing bytes): its header gives shape {dims} of "
+            f"{dtype.itemsize}-byte values ({expected} data bytes) but more data follow them."
+        )
+    data = np.frombuffer(payload, dtype=dtype, count=count).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
 
 
 def _parse_idx_header(raw: bytes, file: Path) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -463,7 +506,21 @@ def load_array_file(path: PathLike) -> Dataset:
 
 
 def _np_load(file: Path) -> Any:
-    """Return np.load(file, allow_pickle=False) (an array or an NpzFile), turning every failure into InvalidInput."""
+    """Return np.load(file, allow_pickle=False) (an array or an NpzFile), turning every failure into InvalidInput.
+
+    Before numpy allocates anything, the file size, an .npy header's claimed size and an .npz's inflated size are
+    checked (limit: `lsg_graph._io.max_file_bytes()`, env LSG_GRAPH_MAX_FILE_BYTES).
+    """
+    from lsg_graph._io import check_file_size, check_npz_members, npy_header
+
+    size = check_file_size(file, "array file", InvalidInput)
+    with open(file, "rb") as stream:
+        magic = stream.read(6)
+        stream.seek(0)
+        if magic == b"\x93NUMPY":
+            npy_header(stream, size, f"array file {str(file)!r}", InvalidInput)
+    if magic[:2] == b"PK":
+        check_npz_members(file, InvalidInput)
     try:
         return np.load(file, allow_pickle=False)
     except ValueError as exc:

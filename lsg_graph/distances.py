@@ -25,6 +25,7 @@ from scipy.sparse.csgraph import dijkstra
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from lsg_graph._validation import sklearn_errors
 from lsg_graph.errors import DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
@@ -227,7 +228,8 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def fit(self, X: Any, y: Any = None) -> GeodesicDistance:
         """Build (or check) the graph over the training codes X (n_train, d); y is ignored."""
-        X = validate_data(self, X, dtype=np.float64)
+        with sklearn_errors():
+            X = validate_data(self, X, dtype=np.float64)
         self.graph_, self.edge_metric_ = fit_graph(
             X,
             graph=self.graph,
@@ -242,8 +244,9 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
 
     def transform(self, X: Any) -> np.ndarray:
         """Geodesic distances (m, n_train) float64 from new codes X (m, d) to every training code."""
-        check_is_fitted(self, "graph_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        with sklearn_errors():
+            check_is_fitted(self, "graph_")
+            X = validate_data(self, X, dtype=np.float64, reset=False)
         return leaf_distances_to_all(self.graph_.weights, attached_edges(self.graph_, self.edge_metric_, X))
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:

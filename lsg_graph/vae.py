@@ -35,7 +35,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lsg_graph import forward_mode
-from lsg_graph._io import FORMAT_VERSION, load_tensors, save_tensors, update_manifest, write_json
+from lsg_graph._io import (
+    FORMAT_VERSION,
+    load_tensors_with_checksum,
+    run_read_lock,
+    run_transaction,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
 from lsg_graph._validation import (
     check_array,
     check_choice,
@@ -617,14 +625,18 @@ class VAE(nn.Module):
         std = self._std_module(variance)
         return VAEDecoder(self.mean_decoder, std, self.latent_dim, self.input_dim, variance)
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write model.safetensors (weights, authoritative config), model.json and the manifest entry; return the path.
+    def save(self, run_dir: str | Path, data_record: Mapping[str, Any] | None = None) -> Path:
+        """Write model.safetensors (weights, authoritative config, data record), model.json and the manifest entry.
 
-        Each file is written atomically, so a failed save leaves the previous model.safetensors intact.
+        `data_record` describes the data the model was trained on (the pipeline records {"spec", "split_seed",
+        "held_out_fraction", "sha256"}); it is stored inside the weights file, so it travels with the model.
+        Default: the record the model was loaded with. The files and the manifest are one run transaction: a
+        failed save leaves the previous model, model.json and manifest intact. Returns the model's path, and sets
+        `self.checksum` to the sha256 of the saved file.
         """
         run_dir = Path(run_dir)
-        path = run_dir / MODEL_FILE
         report = dict(self.train_summary or {})
+        record = getattr(self, "data_record", None) if data_record is None else dict(data_record)
         meta = {
             "format": MODEL_KIND,
             "format_version": FORMAT_VERSION,
@@ -635,12 +647,18 @@ class VAE(nn.Module):
             # byte-identical for the same seed on the same machine
             "train_report": {name: value for name, value in report.items() if name not in _TIMING_KEYS},
         }
-        save_tensors(path, dict(self.state_dict()), meta)
-        summary = dict(meta, train_report=report)
-        summary["note"] = f"Human-readable copy; the configuration stored in {MODEL_FILE} is authoritative."
-        write_json(run_dir / MODEL_JSON, summary)
-        update_manifest(run_dir, "model", [MODEL_FILE, MODEL_JSON], params=self.config.to_dict())
-        return path
+        if record is not None:
+            meta["data"] = record
+        with run_transaction(run_dir) as transaction:
+            staged = transaction.stage(MODEL_FILE)
+            save_tensors(staged, dict(self.state_dict()), meta)
+            summary = dict(meta, train_report=report)
+            summary["note"] = f"Human-readable copy; the configuration stored in {MODEL_FILE} is authoritative."
+            write_json(transaction.stage(MODEL_JSON), summary)
+            transaction.record("model", [MODEL_FILE, MODEL_JSON], params=self.config.to_dict())
+            self.checksum = sha256_file(staged)
+        self.data_record = record
+        return run_dir / MODEL_FILE
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
@@ -651,13 +669,14 @@ class VAE(nn.Module):
         if not run_dir.is_dir():
             raise ArtifactError(f"The run directory {str(run_dir)!r} is a file, not a directory.")
         path = run_dir / MODEL_FILE
-        if not path.exists():
-            raise ArtifactError(
-                f"No trained model in {str(run_dir)!r}: {str(path)!r} does not exist; train one first with "
-                f"'lsg-graph train --out {run_dir}'."
-            )
         device = resolve_device(device)
-        tensors, meta = load_tensors(path, MODEL_KIND)
+        with run_read_lock(run_dir):  # finishes an update a killed writer committed; no commit lands mid-read
+            if not path.exists():
+                raise ArtifactError(
+                    f"No trained model in {str(run_dir)!r}: {str(path)!r} does not exist; train one first with "
+                    f"'lsg-graph train --out {run_dir}'."
+                )
+            tensors, meta, checksum = load_tensors_with_checksum(path, MODEL_KIND)
         try:
             config = VAEConfig.from_dict(meta.get("config"))  # type: ignore[arg-type]
         except (InvalidInput, TypeError) as exc:
@@ -674,6 +693,11 @@ class VAE(nn.Module):
         model.rbf_fitted = rbf_fitted
         report = meta.get("train_report")
         model.train_summary = report if isinstance(report, dict) and report else None
+        record = meta.get("data")
+        if record is not None and not isinstance(record, dict):
+            raise ArtifactError(f"{str(path)!r} has an invalid data record (got {type(record).__name__}, expected an object).")
+        model.data_record = record
+        model.checksum = checksum
         return model.to(device).eval()
 
 

@@ -16,7 +16,8 @@ Singular metrics: where M(z) is not numerically positive definite (non-finite, l
 eigenvalue <= rcond * largest, or a failed Cholesky) M^-1 is unbounded and no Euler step exists. Such a step is
 *held*: a proposal landing on a singular point (or a non-finite proposal) is rejected and the walker stays where it
 was, drawing fresh noise at the next step; a walker whose current point is singular (only possible at its start)
-stays put. Every held step is counted in `WalkResult.n_singular` and marked in `WalkResult.held`; nothing raises.
+stays put. Euclidean walks do not use M, but a proposal where the decoder's mean or std is not finite is held in
+the same way. Every held step is counted in `WalkResult.n_singular` and marked in `WalkResult.held`; nothing raises.
 """
 
 from __future__ import annotations
@@ -334,25 +335,43 @@ def _walk(
 ) -> tuple[Tensor, Tensor]:
     """Positions (w, n_steps + 1, d) float64 and held mask (w, n_steps) of all walkers, one batched step at a time."""
     z = starts
+    # proposals beyond sqrt(max) of the decoder's dtype (a huge step size) overflow it: held like non-finite ones
+    too_far = math.sqrt(torch.finfo(metric.dtype or torch.float64).max)
     local = _local(metric, z, kind, rcond) if kind.uses_metric else None
+    stuck = None if local is not None else ~_decodes_finite(metric, z)  # euclidean: a start the decoder cannot take
     positions, held = [z], []
     for _ in range(n_steps):
         noise = torch.randn(z.shape, generator=generator, dtype=torch.float64).to(z.device)
         proposal = z + _increment(local, noise, step_size)
-        stay = ~torch.isfinite(proposal).all(dim=1)
+        stay = ~(torch.isfinite(proposal) & (proposal.abs() < too_far)).all(dim=1)
         if local is not None:
             stay = stay | local.singular
+        else:
+            stay = stay | stuck
         proposal = _apply_boundary(boundary, torch.where(stay[:, None], z, proposal))
-        stay = stay | ~torch.isfinite(proposal).all(dim=1)
+        stay = stay | ~(torch.isfinite(proposal) & (proposal.abs() < too_far)).all(dim=1)
         proposal = torch.where(stay[:, None], z, proposal)
         if local is not None:
             new = _local(metric, proposal, kind, rcond)
             stay = stay | new.singular
             local = local.keep(new, ~stay)
+        else:  # euclidean steps need no metric, but a proposal where the decoder gives NaN/inf is held the same way
+            stay = stay | ~_decodes_finite(metric, proposal)
         z = torch.where(stay[:, None], z, proposal)
         positions.append(z)
         held.append(stay)
     return torch.stack(positions, dim=1), torch.stack(held, dim=1)
+
+
+def _decodes_finite(metric: PullbackMetric, z: Tensor) -> Tensor:
+    """Rows (w,) bool of points z (w, d) where the decoder's mean and std are finite (no gradients)."""
+    dtype = metric.dtype or torch.float64
+    with torch.no_grad():
+        mean, std = metric.decoder(z.to(dtype=dtype, device=metric.device or z.device))
+        finite = torch.isfinite(mean).flatten(1).all(dim=1)
+        if std is not None:
+            finite = finite & torch.isfinite(std).flatten(1).all(dim=1)
+    return finite.to(z.device)
 
 
 def _check_rcond(rcond: float | None, metric: PullbackMetric) -> float:

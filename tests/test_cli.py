@@ -60,20 +60,20 @@ def test_rebuild_with_options_uses_existing_model(built_run: Path) -> None:
     "args,message",
     [
         (["geodesic", "--from", "0", "--to", "99999"], "out of range"),
-        (["geodesic", "--from", "0", "--to", "a,b"], "Coordinates must be comma-separated numbers"),
+        (["geodesic", "--from", "0", "--to", "a,b"], "Coordinates must be comma-separated decimal numbers"),
         (["geodesic", "--from", "0.5,1,2", "--to", "0.1,0.2"], "coordinates have dimension 3 but the decoder expects latent dimension 2"),
-        (["build", "--k", "0"], "'k' parameter must be an int >= 1; got 0"),
+        (["build", "--k", "0"], "'--k' option must be an int >= 1; got 0"),
         (["build", "--backend", "annoy"], "Unknown kNN backend 'annoy'"),
         (["build", "--device", "tpu"], "device"),
         (["geodesic", "--from", "0", "--to", "1", "--refine", "magic"], "Unknown refinement method 'magic'"),
         (["geodesic", "--from", "0", "--to", "1", "--out", "curve.txt"], "must end in .npy or .csv"),
-        (["cluster", "--k", "0"], "'n_clusters' parameter must be an int >= 1; got 0"),
-        (["cluster", "--k", "5000"], "'n_clusters' parameter must be an int <= 1797; got 5000"),
+        (["cluster", "--k", "0"], "'--k' option must be an int >= 1; got 0"),
+        (["cluster", "--k", "5000"], "'--k' option must be an int <= 1797; got 5000"),
         (["walk", "--kind", "levy"], "Unknown walk kind 'levy'; expected one of: 'euclidean', 'metric', 'brownian'"),
-        (["walk", "--steps", "0"], "n_steps"),
-        (["walk", "--step-size", "0"], "step_size"),
+        (["walk", "--steps", "0"], "'--steps' option"),
+        (["walk", "--step-size", "0"], "'--step-size' option"),
         (["walk", "--start", "1797"], "out of range"),
-        (["plot", "--pairs", "0"], "'n_pairs' parameter must be an int >= 1; got 0"),
+        (["plot", "--pairs", "0"], "'--pairs' option must be an int >= 1; got 0"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_1(built_run: Path, args: list[str], message: str) -> None:
@@ -89,8 +89,8 @@ def test_errors_are_one_line_with_exit_code_1(built_run: Path, args: list[str], 
     [
         (["train", "--data", "mnist"], "Unknown dataset 'mnist'"),
         (["train", "--data", "idx:/no/such/folder"], "/no/such/folder"),
-        (["train", "--latent-dim", "0"], "'latent_dim' parameter must be an int >= 1; got 0"),
-        (["train", "--epochs", "0"], "'epochs' parameter must be an int >= 1; got 0"),
+        (["train", "--latent-dim", "0"], "'--latent-dim' option must be an int >= 1; got 0"),
+        (["train", "--epochs", "0"], "'--epochs' option must be an int >= 1; got 0"),
     ],
 )
 def test_train_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

@@ -9,6 +9,7 @@ live writers alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -91,8 +92,8 @@ def sigkill(process) -> None:  # noqa: ANN001
 
 
 def temp_files(folder: Path, name: str = GRAPH_FILE) -> list[Path]:
-    """lsg-graph temporaries of artifact `name` in `folder`."""
-    return sorted(folder.glob(f".{name}.*.tmp"))
+    """lsg-graph temporaries of artifact `name` in `folder` and in its transactions' staging folders."""
+    return sorted([*folder.glob(f".{name}.*.tmp"), *folder.glob(f"{_io.STAGING_PREFIX}*/.{name}.*.tmp")])
 
 
 def assert_consistent_graph(folder: Path, variants: tuple[int, ...]) -> int:
@@ -132,8 +133,18 @@ def test_writer_killed_mid_write_leaves_previous_graph(tmp_path: Path) -> None:
 def kill_inside_a_write(writer, folder: Path, rng: random.Random) -> None:  # noqa: ANN001
     """SIGKILL `writer` a random 0-3 ms after one of its temporaries appears in `folder` (polling), i.e. mid-write."""
     prefixes = tuple(f".{name}.{writer.pid}." for name in (GRAPH_FILE, _io.MANIFEST_NAME))
+
+    def names() -> list[str]:
+        found = []
+        for entry in os.listdir(folder):
+            found.append(entry)
+            if entry.startswith(_io.STAGING_PREFIX):
+                with contextlib.suppress(OSError):
+                    found += os.listdir(folder / entry)
+        return found
+
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(name.startswith(prefixes) for name in os.listdir(folder)):
+    while time.monotonic() < deadline and not any(name.startswith(prefixes) for name in names()):
         time.sleep(0.0002)
     time.sleep(rng.uniform(0.0, 0.003))
     sigkill(writer)
@@ -307,3 +318,250 @@ def test_sparse_helper_matches_library_expectations() -> None:
     graph = make_graph(3, 100)
     assert abs(graph.weights - graph.weights.T).max() == 0 and (graph.weights.data > 0).all()
     assert isinstance(graph.weights, sp.csr_matrix)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run transactions: train and build killed at random points (the run is always one complete version)
+# ---------------------------------------------------------------------------------------------------------------
+
+TINY_TRAIN = {"epochs": 1, "rbf_epochs": 1, "hidden_dims": (8,), "n_centers": 3}
+
+
+@pytest.fixture(scope="module")
+def warm_imports(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One train + build in this process first, so forked writers start with everything imported (seconds each)."""
+    from lsg_graph.pipeline import build_run, train_run
+
+    root = tmp_path_factory.mktemp("warm")
+    np.savez(root / "data.npz", x=np.random.default_rng(1).uniform(0, 1, (60, 6)).astype(np.float32))
+    train_run(root / "run", f"npz:{root / 'data.npz'}", progress=False, **TINY_TRAIN)
+    build_run(root / "run", k=4, progress=False)
+
+
+@pytest.fixture()
+def tiny_data(tmp_path: Path, warm_imports: None) -> str:
+    """A 120 x 6 npz data set in [0, 1] with labels."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (120, 6)).astype(np.float32), y=rng.integers(0, 3, 120))
+    return f"npz:{tmp_path / 'data.npz'}"
+
+
+def _train_build_loop(run: Path, data: str, ready) -> None:  # noqa: ANN001 - a multiprocessing Event
+    """Child: train and build the run over and over with new seeds (signal after the first complete pair)."""
+    from lsg_graph.pipeline import build_run, train_run
+
+    seed = 1
+    while True:
+        train_run(run, data, seed=seed, progress=False, **TINY_TRAIN)
+        build_run(run, k=4, progress=False)
+        ready.set()
+        seed += 1
+
+
+def assert_complete_run(run: Path) -> tuple[str, bool]:
+    """The run is one complete version: every manifest checksum matches its file, model.json describes the model
+    file, the graph (if any) was built from this model; no journal is left after a reader came by (staging folders of
+    writers killed before their commit point are garbage the next writer deletes). Returns (the model's sha256,
+    whether a graph is present)."""
+    from lsg_graph.pipeline import load_graph
+
+    model = VAE.load(run)  # a reader: rolls forward an update a killed writer had committed
+    assert not (run / _io.JOURNAL_NAME).exists()
+    manifest = json.loads((run / _io.MANIFEST_NAME).read_text())
+    for entry in manifest["artifacts"].values():
+        for name, record in entry["files"].items():
+            assert _io.sha256_file(run / name) == record["sha256"], name
+    assert manifest["artifacts"]["model"]["files"][MODEL_FILE]["sha256"] == model.checksum
+    assert json.loads((run / "model.json").read_text())["config"] == model.config.to_dict()
+    has_graph = (run / GRAPH_FILE).exists()
+    assert has_graph == ("graph" in manifest["artifacts"])
+    if has_graph:
+        assert load_graph(run).params["model_sha256"] == model.checksum
+    return model.checksum, has_graph
+
+
+def test_train_and_build_killed_at_random_points(tmp_path: Path, tiny_data: str) -> None:
+    """A process that trains and builds one run in a loop is SIGKILLed 4 times at random moments: every time, the run
+    loads as one complete version (checksums, model.json, graph bound to its model), and a final build works."""
+    from lsg_graph.pipeline import build_run
+
+    run = tmp_path / "run"
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    delays, versions = [], set()
+    for _ in range(4):
+        ready = FORK.Event()
+        writer = fork(_train_build_loop, run, tiny_data, ready)
+        assert ready.wait(120), "the writer never finished its first train + build"
+        delays.append(round(rng.uniform(0.0, 1.5), 3))
+        time.sleep(delays[-1])
+        sigkill(writer)
+        versions.add(assert_complete_run(run))
+    print(f"kill delays {delays} (seed {seed}): {len(versions)} distinct complete versions")
+    build_run(run, k=4, progress=False)
+    assert assert_complete_run(run)[1]
+    assert not list(run.glob(f"{_io.STAGING_PREFIX}*"))  # the writer removed the killed writers' staging folders
+
+
+def _stall_inside_commit(run: Path, data: str, ready) -> None:  # noqa: ANN001 - a multiprocessing Event
+    """Child: train once, then train again and stall right after the commit's first rename (journal written)."""
+    from lsg_graph.pipeline import build_run, train_run
+
+    train_run(run, data, seed=1, progress=False, **TINY_TRAIN)
+    build_run(run, k=4, progress=False)
+    real_replace = os.replace
+    staged: list[str] = []
+
+    def replace_then_stall(source, target):  # noqa: ANN001, ANN202
+        real_replace(source, target)
+        if _io.STAGING_PREFIX in str(source) and Path(target).parent == run:  # a commit rename, not a staged write
+            staged.append(str(target))
+            ready.set()
+            time.sleep(120)
+
+    os.replace = replace_then_stall
+    train_run(run, data, seed=2, progress=False, **TINY_TRAIN)
+
+
+def test_kill_after_commit_point_rolls_forward(tmp_path: Path, tiny_data: str) -> None:
+    """A train killed after its journal and one rename (the run is mixed on disk: new model.json, old model) is rolled
+    forward by the next reader: the new model, its model.json and manifest, and no stale graph."""
+    run = tmp_path / "run"
+    ready = FORK.Event()
+    writer = fork(_stall_inside_commit, run, tiny_data, ready)
+    assert ready.wait(120)
+    sigkill(writer)
+    assert (run / _io.JOURNAL_NAME).exists()  # committed, not applied
+    checksum, has_graph = assert_complete_run(run)
+    assert not has_graph  # the retrain removed the graph of the old model with the rest of the update
+    assert VAE.load(run).config.seed == 2
+
+
+def test_failed_train_leaves_the_previous_run(tmp_path: Path, tiny_data: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.json unwritable during a retrain: train fails and the old model, model.json, graph and manifest keep their
+    bytes (before, the weights were already replaced)."""
+    from lsg_graph import vae as vae_module
+    from lsg_graph.pipeline import build_run, train_run
+
+    run = tmp_path / "run"
+    train_run(run, tiny_data, seed=1, progress=False, **TINY_TRAIN)
+    build_run(run, k=4, progress=False)
+    names = [MODEL_FILE, "model.json", GRAPH_FILE, _io.MANIFEST_NAME]
+    before = {name: (run / name).read_bytes() for name in names}
+    real = vae_module.write_json
+
+    def fail_on_model_json(path, payload):  # noqa: ANN001, ANN202
+        if Path(path).name == "model.json":
+            raise OSError(13, "Permission denied (simulated)", str(path))
+        return real(path, payload)
+
+    monkeypatch.setattr(vae_module, "write_json", fail_on_model_json)
+    with pytest.raises(OSError, match="simulated"):
+        train_run(run, tiny_data, seed=2, progress=False, **TINY_TRAIN)
+    assert {name: (run / name).read_bytes() for name in names} == before
+    assert assert_complete_run(run)[1]
+
+
+def _hold_lock(run: Path, ready, release) -> None:  # noqa: ANN001 - multiprocessing Events
+    """Child: hold the run's writer lock until told to let go."""
+    with _io.run_lock(run):
+        ready.set()
+        release.wait(60)
+
+
+def test_second_writer_is_refused(tmp_path: Path, tiny_data: str) -> None:
+    """While another process holds the run's writer lock, train and build are refused (RunLockedError naming the run
+    and the holder's pid) before any work, and the CLI says so in one line; once it is released they work."""
+    from lsg_graph.errors import RunLockedError
+    from lsg_graph.pipeline import build_run, train_run
+
+    run = tmp_path / "run"
+    train_run(run, tiny_data, seed=1, progress=False, **TINY_TRAIN)
+    before = (run / MODEL_FILE).read_bytes()
+    ready, release = FORK.Event(), FORK.Event()
+    holder = fork(_hold_lock, run, ready, release)
+    assert ready.wait(30)
+    try:
+        for call in (lambda: train_run(run, tiny_data, seed=2, progress=False, **TINY_TRAIN),
+                     lambda: build_run(run, k=4, progress=False)):
+            with pytest.raises(RunLockedError, match=rf"being written by another lsg-graph process \(pid {holder.pid}\)"):
+                call()
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "build", "--run", str(run), "-q"], cwd=REPO, capture_output=True,
+            text=True, timeout=120,
+        )
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"Error: The run directory {str(run)!r} is being written by another lsg-graph process (pid {holder.pid}); "
+            "wait until it finishes or use another run directory."
+        ]
+    finally:
+        release.set()
+        holder.join(30)
+    assert (run / MODEL_FILE).read_bytes() == before
+    build_run(run, k=4, progress=False)
+    assert assert_complete_run(run)[1]
+
+
+def _build_once(run: Path, k: int, go) -> None:  # noqa: ANN001 - a multiprocessing Event
+    """Child: wait for the start signal, build; exit 0 when built, 3 when refused by the lock."""
+    from lsg_graph.errors import RunLockedError
+    from lsg_graph.pipeline import build_run
+
+    go.wait(30)
+    try:
+        build_run(run, k=k, progress=False)
+    except RunLockedError:
+        os._exit(3)
+    os._exit(0)
+
+
+def test_concurrent_builds_never_mix(tmp_path: Path, tiny_data: str) -> None:
+    """Two builds started together on one run, 4 rounds: each finishes or is refused by the lock (never both writing);
+    the run is one complete version whose manifest describes the graph on disk (before: 1 in 12 described the
+    other's graph)."""
+    from lsg_graph.pipeline import train_run
+
+    run = tmp_path / "run"
+    train_run(run, tiny_data, seed=1, progress=False, **TINY_TRAIN)
+    outcomes = []
+    for _ in range(4):
+        go = FORK.Event()
+        builders = [fork(_build_once, run, k, go) for k in (4, 6)]
+        go.set()
+        for builder in builders:
+            builder.join(60)
+        outcomes.append(sorted(builder.exitcode for builder in builders))
+        assert outcomes[-1] in ([0, 0], [0, 3]), outcomes
+        assert assert_complete_run(run)[1]
+    print(f"outcomes (0 built, 3 refused): {outcomes}")
+
+
+def test_readers_never_see_a_mixed_run(tmp_path: Path, tiny_data: str) -> None:
+    """While another process retrains and rebuilds the run in a loop, a reader loading the graph (bound to the model
+    it hashes under the shared lock) for 3 s only ever sees a complete version: a graph of the current model, or no
+    graph between a train and its build, never a stale one."""
+    from lsg_graph.errors import StaleArtifactError
+    from lsg_graph.pipeline import load_graph
+
+    run = tmp_path / "run"
+    ready = FORK.Event()
+    writer = fork(_train_build_loop, run, tiny_data, ready)
+    try:
+        assert ready.wait(120)
+        seen = {"bound": 0, "no graph": 0}
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                load_graph(run)
+                seen["bound"] += 1
+            except StaleArtifactError as exc:  # pragma: no cover - the failure this test exists for
+                pytest.fail(f"a reader saw a mixed run: {exc}")
+            except ArtifactError as exc:
+                assert "No latent graph" in str(exc), exc
+                seen["no graph"] += 1
+        assert seen["bound"] > 0, seen
+        print(f"reader outcomes over 3 s: {seen}")
+    finally:
+        sigkill(writer)

@@ -26,7 +26,7 @@ from lsg_graph._validation import (
     check_random_state,
     resolve_device,
 )
-from lsg_graph.errors import InvalidInput
+from lsg_graph.errors import InvalidInput, LsgGraphError
 
 EXTRA_CANDIDATES = 8  # candidates searched beyond k (+1 for self) and re-ranked in float64
 TORCH_BLOCK_BYTES = 256 * 2**20  # bound on the (batch, n) float32 score block of the torch backend
@@ -79,8 +79,10 @@ def knn(
     k = _check_k(k, data.shape[0], exclude_self)
     options = _check_options(backend, device, approximate, batch_size, seed)
     n_candidates = min(data.shape[0], k + int(exclude_self) + EXTRA_CANDIDATES)
+    scale = _power_of_two_scale(data, queries)  # exact rescaling: float32 search and float64 squares cannot overflow
+    data, queries = data * scale, (data * scale if exclude_self else queries * scale)
     candidates = _search_candidates(backend, data, None if exclude_self else queries, n_candidates, options)
-    indices, distances = _sort_rows(candidates, _exact_distances(data, queries, candidates))
+    indices, distances = _sort_rows(candidates, _exact_distances(data, queries, candidates) / scale)
     if exclude_self:
         indices, distances = _move_self_last(indices, distances)
     return Neighbors(np.ascontiguousarray(indices[:, :k]), np.ascontiguousarray(distances[:, :k]))
@@ -112,10 +114,42 @@ def _search_candidates(
     center = data.mean(axis=0)
     data32 = np.ascontiguousarray(data - center, dtype=np.float32)
     queries32 = data32 if queries is None else np.ascontiguousarray(queries - center, dtype=np.float32)
-    candidates = KNN_BACKENDS[backend](data32, queries32, n_candidates, **options)
-    if candidates.shape != (queries32.shape[0], n_candidates) or (candidates < 0).any():
-        raise RuntimeError(f"The {backend!r} kNN backend returned invalid candidates (shape {candidates.shape}).")
-    return candidates
+    try:
+        candidates = np.asarray(KNN_BACKENDS[backend](data32, queries32, n_candidates, **options))
+    except LsgGraphError:
+        raise
+    except (RuntimeError, ValueError, TypeError, MemoryError, AssertionError, OverflowError, IndexError) as exc:
+        # faiss raises RuntimeError (with C++ text), scipy ValueError/MemoryError: say which backend and what input
+        raise InvalidInput(
+            f"The {backend!r} kNN backend failed on {data32.shape[0]} points of dimension {data32.shape[1]} "
+            f"({queries32.shape[0]} queries, {n_candidates} candidates each): {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else 'no message'}. Try another backend "
+            "(backend='kdtree', 'torch' or 'faiss')."
+        ) from exc
+    if candidates.shape != (queries32.shape[0], n_candidates) or (candidates < 0).any() or (
+        candidates.size and candidates.max() >= data32.shape[0]
+    ):
+        raise InvalidInput(
+            f"The {backend!r} kNN backend returned invalid candidates (shape {candidates.shape}, expected "
+            f"{(queries32.shape[0], n_candidates)} indices in [0, {data32.shape[0]})); try another backend."
+        )
+    return candidates.astype(np.int64, copy=False)
+
+
+def _power_of_two_scale(data: np.ndarray, queries: np.ndarray) -> float:
+    """A power of two that brings the largest centred coordinate near 1 (scaling by it is exact in floating point).
+
+    Codes beyond the float32 range (or so small that their squares underflow) would otherwise give inf or 0 in
+    the float32 search and in the float64 squared distances.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        center = data.mean(axis=0)
+        largest = max(float(np.max(np.abs(data - center))), float(np.max(np.abs(queries - center))))
+    if not np.isfinite(largest):  # the centring itself overflowed (values near the float64 limit)
+        largest = max(float(np.max(np.abs(data))), float(np.max(np.abs(queries))))
+    if largest == 0.0 or 1e-8 <= largest <= 1e8:
+        return 1.0
+    return float(2.0 ** -math.frexp(largest)[1])
 
 
 def _check_data(data: Any) -> np.ndarray:

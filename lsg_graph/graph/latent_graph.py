@@ -107,16 +107,17 @@ class LatentGraph:
         # run-dependent entries (timings) go to the manifest only, so that the same build gives the same bytes
         stored = {name: value for name, value in self.params.items() if name not in VOLATILE_PARAMS}
         meta = {"format": GRAPH_KIND, "format_version": _io.FORMAT_VERSION, "params": stored}
-        path = run_dir / GRAPH_FILE
-        _io.save_arrays(path, arrays, meta)
-        _io.update_manifest(run_dir, "graph", [GRAPH_FILE], self.params)
-        return path
+        with _io.run_transaction(run_dir) as transaction:  # the graph and its manifest entry land together
+            _io.save_arrays(transaction.stage(GRAPH_FILE), arrays, meta)
+            transaction.record("graph", [GRAPH_FILE], self.params)
+        return run_dir / GRAPH_FILE
 
     @classmethod
     def load(cls, run_dir: str | Path) -> LatentGraph:
         """Read and validate `run_dir`/graph.npz; a missing, corrupt or inconsistent file raises ArtifactError."""
         path = Path(run_dir) / GRAPH_FILE
-        arrays, meta = _io.load_arrays(path, GRAPH_KIND)
+        with _io.run_read_lock(run_dir):  # finishes an update a killed writer committed; no commit lands mid-read
+            arrays, meta = _io.load_arrays(path, GRAPH_KIND)
         return _graph_from_arrays(arrays, meta, path)
 
 
@@ -296,6 +297,10 @@ def _graph_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], path
             f"{str(path)!r}: 'edge_lengths' must be a 1-D float array; got shape {lengths.shape}, dtype {lengths.dtype}."
         )
     n_points = codes.shape[0]
+    if n_points < 2 or codes.shape[1] < 1:
+        raise ArtifactError(
+            f"{str(path)!r}: 'codes' has shape {codes.shape}; a latent graph has at least 2 codes of dimension >= 1."
+        )
     if indptr.shape != (n_points + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices):
         raise ArtifactError(f"{str(path)!r}: 'indptr' of shape {indptr.shape} is inconsistent with {n_points} codes.")
     if indices.shape != lengths.shape or (len(indices) and (indices.min() < 0 or indices.max() >= n_points)):
@@ -310,8 +315,41 @@ def _graph_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], path
     params = meta.get("params", {})
     if not isinstance(params, dict):
         raise ArtifactError(f"{str(path)!r}: the build parameters must be a JSON object; got {type(params).__name__}.")
+    _check_params(params, path, n_points)
     weights = sp.csr_matrix((lengths, indices, indptr), shape=(n_points, n_points))
     asymmetry = abs(weights - weights.T)
     if asymmetry.nnz and asymmetry.max() > 1e-9 * max(1.0, float(lengths.max(initial=0.0))):
         raise ArtifactError(f"{str(path)!r}: the edge-length matrix is not symmetric; the file was modified or corrupted.")
     return LatentGraph(codes.astype(np.float64), weights, None if labels is None else labels.astype(np.int64), dict(params))
+
+
+# Build parameters load() checks: name -> (types, description). Others (user params) pass through.
+_INT_PARAMS = {"k": 1, "n_nodes": 1, "candidates": 1, "n_attached": 0, "n_components_before_bridging": 1,
+               "n_bridges": 0, "seed": 0}
+_STR_PARAMS = ("backend", "connect", "variance", "data", "model_sha256", "data_sha256")
+
+
+def _check_params(params: dict[str, Any], path: Path, n_points: int) -> None:
+    """Refuse forged build parameters: the known integer ones must be ints in range, the known strings strings."""
+    for name, minimum in _INT_PARAMS.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > 2**63 - 1:
+            raise ArtifactError(
+                f"{str(path)!r}: the build parameter {name!r} must be an int >= {minimum}; got {value!r}."
+            )
+    if params.get("n_attached", 0) >= n_points:
+        raise ArtifactError(
+            f"{str(path)!r}: the build parameter 'n_attached' ({params['n_attached']}) must be < the {n_points} codes."
+        )
+    for name in _STR_PARAMS:
+        if name in params and not isinstance(params[name], str):
+            raise ArtifactError(f"{str(path)!r}: the build parameter {name!r} must be a string; got {params[name]!r}.")
+    if "backend" in params:
+        from lsg_graph.graph.knn import BACKEND_CHOICES
+
+        if params["backend"] not in BACKEND_CHOICES:
+            raise ArtifactError(
+                f"{str(path)!r}: the build parameter 'backend' is {params['backend']!r}; expected one of {list(BACKEND_CHOICES)}."
+            )
