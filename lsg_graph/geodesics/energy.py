@@ -126,39 +126,69 @@ def _polyline_lengths(metric: PullbackMetric, curves: np.ndarray) -> list[float]
 
 
 def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[_Candidate]:
-    """Levenberg-Marquardt on the output-space energy (lsg_graph.geodesics.gn) with gn_segments segments, from each
-    problem's curve resampled by metric arc length, or from the straight segment where that is shorter.
+    """Levenberg-Marquardt on the output-space energy (lsg_graph.geodesics.gn) from each problem's curve resampled by
+    metric arc length at gn_segments segments, or from the straight segment where that is shorter; then, for pairs
+    whose curve is still changing, again with twice the segments (started from the spline through the last nodes),
+    until two levels agree in length to gn_rtol or gn_max_segments is reached. The shortest converged level is kept.
 
     The result is the C2 cubic spline through the nodes (Hermite form), measured by quadrature of the metric speed.
     """
-    from lsg_graph.geodesics.curves import hermite_lengths, spline_velocities
-    from lsg_graph.geodesics.gn import levenberg_marquardt
+    from lsg_graph.geodesics.gn import levenberg_marquardt, upsample
 
     device, dtype = _working(metric)
-    count = options.gn_segments + 1
-    fractions = np.linspace(0.0, 1.0, count)
+    count = options.gn_segments
+    fractions = np.linspace(0.0, 1.0, count + 1)
     starts = np.stack([_resample(p, fractions) for p in problems])
     straight = _straight_lengths(metric, starts[:, 0], starts[:, -1])
     shorter = straight < np.array([p.edges.sum() if len(p.edges) else np.inf for p in problems])
     line = starts[:, :1] + fractions[None, :, None] * (starts[:, -1:] - starts[:, :1])
     starts[shorter] = line[shorter]
-    state = levenberg_marquardt(
-        metric, torch.as_tensor(starts, dtype=dtype, device=device), options.tol, options.gn_iter, options.ridge
-    )
+    curves = torch.as_tensor(starts, dtype=dtype, device=device)
+    rows = np.arange(len(problems))
+    best: list[_Candidate | None] = [None] * len(problems)
+    spent = np.zeros(len(problems), dtype=np.int64)
+    while True:
+        state = levenberg_marquardt(metric, curves, options.gn_tol, options.gn_iter, options.ridge)
+        level = _level_candidates(metric, state, options, count)
+        going = []
+        for row, candidate in zip(rows, level):
+            spent[row] += candidate.n_iter
+            candidate.n_iter = int(spent[row])
+            previous = best[row]
+            if previous is None or (candidate.converged and (candidate.length <= previous.length or not previous.converged)):
+                best[row] = candidate
+            elif previous.converged and candidate.converged:
+                previous.n_iter = int(spent[row])
+            agreed = previous is not None and abs(previous.length - candidate.length) <= options.gn_rtol * candidate.length
+            going.append(candidate.converged and np.isfinite(candidate.length) and not agreed)
+        keep = np.array(going, dtype=bool)
+        if 2 * count > options.gn_max_segments or not keep.any():
+            break
+        count *= 2
+        rows = rows[keep]
+        curves = upsample(state.curves[torch.as_tensor(keep, device=state.curves.device)], count)
+    return [candidate for candidate in best if candidate is not None]
+
+
+def _level_candidates(metric: PullbackMetric, state: object, options: _Options, count: int) -> list[_Candidate]:
+    """Candidates from one Levenberg-Marquardt level: the splines through its nodes and their lengths."""
+    from lsg_graph.geodesics.curves import hermite_lengths, spline_velocities
+
     curves = state.curves.detach().cpu().double().numpy()
     velocities = spline_velocities(curves)
     lengths = hermite_lengths(
-        metric, state.curves, torch.as_tensor(velocities, dtype=dtype, device=device), ~state.failed
+        metric, state.curves, torch.as_tensor(velocities, dtype=state.curves.dtype, device=state.curves.device),
+        ~state.failed,
     )
     candidates = []
-    for i in range(len(problems)):
+    for i in range(len(curves)):
         message = ""
         if bool(state.failed[i]):
             message = "gauss_newton: the decoder was not finite along the start curve, or no step lowered its energy"
         elif not bool(state.converged[i]):
             message = (
-                f"gauss_newton: relative decrement {float(state.decrement[i]):.2e} above tol={options.tol:g} "
-                f"after gn_iter={options.gn_iter} steps"
+                f"gauss_newton ({count} segments): relative decrement {float(state.decrement[i]):.2e} above "
+                f"gn_tol={options.gn_tol:g} after gn_iter={options.gn_iter} steps"
             )
         candidates.append(
             _Candidate(

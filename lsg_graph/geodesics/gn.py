@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 import torch
 from torch import Tensor
 
@@ -58,6 +57,7 @@ class EnergyState:
     failed: Tensor
     n_iter: Tensor
     energy: Tensor
+    n_jacobians: Tensor
 
 
 def _guarded(fn: Callable[[Tensor], Tensor], z: Tensor, row: tuple[int, ...]) -> Tensor:
@@ -209,6 +209,7 @@ def levenberg_marquardt(
     upper = curves.new_zeros(n, max(k - 1, 0), d, d)
     gradient = curves.new_zeros(n, k, d)
     stale = ~failed
+    n_jacobians = torch.zeros(n, dtype=torch.long, device=device)
     while True:
         rows = (stale & ~converged & ~failed).nonzero()[:, 0]
         if len(rows):
@@ -219,6 +220,7 @@ def levenberg_marquardt(
             decrement[rows] = torch.where(ok, -(gradient[rows] * step).sum(dim=(1, 2)) / energy[rows], torch.inf)
             converged[rows] |= ok & (decrement[rows] <= threshold) & ~failed[rows]
             stale[rows] = False
+            n_jacobians[rows] += 1
         rows = (~converged & ~failed & (n_iter < max_iter)).nonzero()[:, 0]
         if len(rows) == 0:
             break
@@ -242,7 +244,7 @@ def levenberg_marquardt(
         damping[rejected] *= growth[rejected]
         growth[rejected] *= 2.0
         failed[rejected[damping[rejected] > MAX_DAMPING]] = True
-    return EnergyState(curves, decrement, converged, failed, n_iter, energy * (count - 1))
+    return EnergyState(curves, decrement, converged, failed, n_iter, energy * (count - 1), n_jacobians)
 
 
 def upsample(curves: Tensor, n_segments: int) -> Tensor:
@@ -287,4 +289,4 @@ def coarse_to_fine(
         state = levenberg_marquardt(metric, current, max(tol, coarse_tol), max_iter, ridge)
         current, spent = state.curves, spent + state.n_iter
     state = levenberg_marquardt(metric, upsample(current, n_segments), tol, max_iter, ridge)
-    return replace(state, n_iter=state.n_iter + spent)
+    return replace(state, n_iter=state.n_iter + spent)  # n_jacobians: the last level's

@@ -9,14 +9,17 @@ import numpy as np
 from lsg_graph._validation import check_choice, check_float, check_int, check_positive_int
 
 DEFAULT_STEPS = 32  # RK4 steps over t in [0, 1], shared among the segments
-DEFAULT_TOL = 1e-8  # shooting: ||residual|| / ||b - a||; energy: relative energy change; gauss_newton: relative decrement
+DEFAULT_TOL = 1e-8  # shooting: ||residual|| / ||b - a|| (end point, and continuity); energy: relative energy change
 DEFAULT_MAX_ITER = 20  # Newton iterations (single and multiple shooting)
 DEFAULT_SEGMENTS = 8  # shooting segments of the first pass (1: single shooting); the second pass uses twice as many
 DEFAULT_POINTS = 64  # energy curve nodes
 DEFAULT_ENERGY_ITER = 500  # L-BFGS iterations (energy method and fallback)
 DEFAULT_RIDGE = 1e-8  # relative ridge added to M in the geodesic equation (and to the Gauss-Newton blocks)
-DEFAULT_GN_SEGMENTS = 32  # segments (nodes - 1) of the Gauss-Newton curve
-DEFAULT_GN_ITER = 100  # Levenberg-Marquardt trial steps
+DEFAULT_GN_SEGMENTS = 32  # segments (nodes - 1) of the first Gauss-Newton level
+DEFAULT_GN_MAX_SEGMENTS = 128  # ... doubled per level up to this many
+DEFAULT_GN_RTOL = 1e-3  # ... until two levels agree in length to this relative difference
+DEFAULT_GN_TOL = 1e-6  # Gauss-Newton convergence: relative decrement
+DEFAULT_GN_ITER = 100  # Levenberg-Marquardt trial steps per level
 DEFAULT_POLISH_DIM = 2  # method "auto" polishes Gauss-Newton curves by shooting up to this latent dimension
 FALLBACK_NAMES = ("energy", "none")
 INITIAL_NAMES = ("energy", "graph")
@@ -27,14 +30,15 @@ KEEP_RTOL = 1e-9  # a converged curve this close above the graph length means th
 class RefineOptions:
     """Validated refinement parameters shared by every method (InvalidInput naming a bad one on construction).
 
-    tol: the convergence tolerance of every method: shooting's end-point (and continuity) error relative to
-    ||b - a||, the energy method's relative energy change over its check interval, and the Gauss-Newton solver's
-    relative decrement (docs/geodesics.md). max_iter: Newton iterations per shooting attempt. n_steps: RK4 steps
+    tol: shooting's end-point (and continuity) error relative to ||b - a|| and the energy method's relative energy
+    change over its check interval. max_iter: Newton iterations per shooting attempt. n_steps: RK4 steps
     over [0, 1], shared by the n_segments shooting segments (1: single shooting). n_points, energy_iter: nodes and
     L-BFGS iterations of the energy method and fallback. fallback: for pairs shooting cannot solve ("energy" or
     "none"). initial: shooting's initial guess ("energy": the graph path after a short energy minimisation,
     "graph": the path itself). ridge: relative ridge of the geodesic equation and the Gauss-Newton blocks.
-    gn_segments, gn_iter: segments of the Gauss-Newton curve and its trial steps. polish_dim: method "auto"
+    gn_segments, gn_iter, gn_tol: segments of the first Gauss-Newton level, its trial steps per level and its
+    convergence tolerance (relative decrement). gn_max_segments, gn_rtol: levels double the segments up to
+    gn_max_segments until two agree in length to gn_rtol (relative). polish_dim: method "auto"
     polishes Gauss-Newton curves by shooting when the latent dimension is at most this (0: never).
     """
 
@@ -49,6 +53,9 @@ class RefineOptions:
     ridge: float = DEFAULT_RIDGE
     gn_segments: int = DEFAULT_GN_SEGMENTS
     gn_iter: int = DEFAULT_GN_ITER
+    gn_tol: float = DEFAULT_GN_TOL
+    gn_max_segments: int = DEFAULT_GN_MAX_SEGMENTS
+    gn_rtol: float = DEFAULT_GN_RTOL
     polish_dim: int = DEFAULT_POLISH_DIM
 
     def __post_init__(self) -> None:
@@ -64,6 +71,9 @@ class RefineOptions:
         object.__setattr__(self, "ridge", check_float(self.ridge, "ridge", minimum=0.0))
         check_int(self.gn_segments, "gn_segments", minimum=2)
         check_positive_int(self.gn_iter, "gn_iter")
+        object.__setattr__(self, "gn_tol", check_float(self.gn_tol, "gn_tol", minimum=0.0, strict_minimum=True))
+        check_int(self.gn_max_segments, "gn_max_segments", minimum=2)
+        object.__setattr__(self, "gn_rtol", check_float(self.gn_rtol, "gn_rtol", minimum=0.0))
         check_int(self.polish_dim, "polish_dim", minimum=0)
 
 

@@ -189,7 +189,7 @@ def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Op
     chosen = [i for i in chosen if np.isfinite(tried[i][0].length)]
     if not chosen:
         return tried
-    segments = _polyline_segments(metric, np.stack([tried[i][0].points for i in chosen]))
+    segments = _grouped_segments(metric, [tried[i][0].points for i in chosen])
     starts = [
         replace(problems[i], points=tried[i][0].points, edges=edges, bound=tried[i][0].length * (1.0 + POLISH_RTOL))
         for i, edges in zip(chosen, segments)
@@ -201,6 +201,16 @@ def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Op
         else:
             tried[i] = _mark_rejected(start, tried[i] + [candidate])
     return tried
+
+
+def _grouped_segments(metric: PullbackMetric, curves: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Polyline segment lengths of curves with possibly different numbers of points, batched per point count."""
+    out: list[np.ndarray] = [np.zeros(0)] * len(curves)
+    for size in sorted({len(curve) for curve in curves}):
+        rows = [i for i, curve in enumerate(curves) if len(curve) == size]
+        for i, edges in zip(rows, _polyline_segments(metric, np.stack([curves[i] for i in rows]))):
+            out[i] = edges
+    return out
 
 
 def _mark_rejected(problem: _Problem, tried: list[_Candidate]) -> list[_Candidate]:
@@ -415,8 +425,8 @@ def _warn_unconverged(results: Sequence[GeodesicResult], method: str, options: _
         advice = f"raise energy_iter (now {options.energy_iter}) or n_points (now {options.n_points}), or loosen tol"
     elif method in ("auto", "gauss_newton"):
         advice = (
-            f"raise gn_iter (now {options.gn_iter}) or gn_segments (now {options.gn_segments}), or loosen tol "
-            f"(now {options.tol:g})"
+            f"raise gn_iter (now {options.gn_iter}) or gn_max_segments (now {options.gn_max_segments}), or loosen "
+            f"gn_tol (now {options.gn_tol:g})"
         )
     else:
         advice = (
