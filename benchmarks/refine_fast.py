@@ -17,7 +17,8 @@ Cases (one process, one CPU thread for refinement, as lsg_graph.geodesics does i
 Models and graphs are cached under benchmarks/.cache/ (_refine_models.py). VAE decoders run in a float64 copy (the
 documented recommendation; --float32 uses the model's own float32). Methods: "old" = method "shooting" (the previous
 default) on the first O pairs (default 20: it takes seconds per pair at d >= 8), "new" = method "auto" (the default)
-on all pairs, "careful" = method "gauss_newton" with 256 segments, gn_tol 1e-10 and 400 steps on the first C pairs
+on all pairs, "careful" = method "gauss_newton" with 128 segments (256 where they differ by 1e-5), gn_tol 1e-10
+and 400 steps, on the first C pairs
 (default all). Ratios are lengths over the careful reference's on the pairs both ran; "within" counts pairs with
 ratio <= 1.001; "longer" counts curves longer than their graph path (must be 0). Results go to
 benchmarks/results/refine_fast.json.
@@ -51,7 +52,7 @@ from lsg_graph.graph.weights import edge_lengths  # noqa: E402
 from lsg_graph.manifolds import CAP_RADIUS, U_RANGE, V_RANGE, DevelopableSurface, SphereChart, arc_length  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 
-CAREFUL = RefineOptions(gn_segments=256, gn_max_segments=256, gn_tol=1e-10, gn_iter=400)
+CAREFUL = RefineOptions(gn_segments=128, gn_max_segments=256, gn_rtol=1e-5, gn_tol=1e-10, gn_iter=400)
 SAMPLES = 1000
 WITHIN = 1e-3
 
