@@ -90,3 +90,17 @@ def test_non_finite_start_fails_only_its_own_pair() -> None:
     b = np.array([[1.0, 0.0], [0.0, 1.0]])
     state = levenberg_marquardt(metric, straight(a, b, 9), tol=1e-12, max_iter=20)
     assert state.failed.tolist() == [True, False] and state.converged.tolist() == [False, True]
+
+
+def test_chunked_solve_equals_one_call(monkeypatch) -> None:
+    """solve_in_chunks with a tiny block budget (one pair per call) gives the same curves as one batched call."""
+    import lsg_graph.geodesics.gn as gn
+
+    sphere = SphereChart()
+    metric = PullbackMetric(sphere)
+    start = straight(sphere.sample(3, seed=1), sphere.sample(3, seed=2), 9, bend=0.2)
+    whole = gn.levenberg_marquardt(metric, start, tol=1e-12, max_iter=50)
+    monkeypatch.setattr(gn, "BLOCK_ELEMENTS", 1)
+    chunked = gn.solve_in_chunks(metric, start, tol=1e-12, max_iter=50)
+    torch.testing.assert_close(chunked.curves, whole.curves, rtol=0, atol=1e-12)
+    assert torch.equal(chunked.n_iter, whole.n_iter) and torch.equal(chunked.converged, whole.converged)

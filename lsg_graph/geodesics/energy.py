@@ -133,7 +133,7 @@ def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options:
 
     The result is the C2 cubic spline through the nodes (Hermite form), measured by quadrature of the metric speed.
     """
-    from lsg_graph.geodesics.gn import levenberg_marquardt, upsample
+    from lsg_graph.geodesics.gn import solve_in_chunks, upsample
 
     device, dtype = _working(metric)
     count = options.gn_segments
@@ -148,7 +148,7 @@ def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options:
     best: list[_Candidate | None] = [None] * len(problems)
     spent = np.zeros(len(problems), dtype=np.int64)
     while True:
-        state = levenberg_marquardt(metric, curves, options.gn_tol, options.gn_iter, options.ridge)
+        state = solve_in_chunks(metric, curves, options.gn_tol, options.gn_iter, options.ridge)
         level = _level_candidates(metric, state, options, count)
         going = []
         for row, candidate in zip(rows, level):

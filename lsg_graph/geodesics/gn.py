@@ -28,7 +28,7 @@ ROUNDING_FLOOR machine epsilons of the working dtype.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -290,3 +290,16 @@ def coarse_to_fine(
         current, spent = state.curves, spent + state.n_iter
     state = levenberg_marquardt(metric, upsample(current, n_segments), tol, max_iter, ridge)
     return replace(state, n_iter=state.n_iter + spent)  # n_jacobians: the last level's
+
+
+BLOCK_ELEMENTS = 1 << 24  # elements of the d x d blocks held for one levenberg_marquardt call (bounds memory)
+
+
+def solve_in_chunks(metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8) -> EnergyState:
+    """levenberg_marquardt on chunks of pairs so that each call holds at most BLOCK_ELEMENTS block elements."""
+    n, count, d = curves.shape
+    per_chunk = max(1, BLOCK_ELEMENTS // max(1, (count - 2) * d * d))
+    if n <= per_chunk:
+        return levenberg_marquardt(metric, curves, tol, max_iter, ridge)
+    parts = [levenberg_marquardt(metric, curves[i : i + per_chunk], tol, max_iter, ridge) for i in range(0, n, per_chunk)]
+    return EnergyState(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(EnergyState)))
