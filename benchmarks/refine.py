@@ -81,7 +81,7 @@ def timed_refine(
 def outcome(results: list[GeodesicResult]) -> dict[str, int]:
     """Counts of converged shooting, energy (converged or not) and graph results."""
     counts = Counter(r.method for r in results)
-    shooting = sum(r.converged for r in results if r.method in ("shooting", "multiple_shooting"))
+    shooting = sum(r.converged for r in results if r.method == "shooting")
     return {"by_shooting": shooting, "by_energy": counts["energy"], "graph_kept": counts["graph"]}
 
 

@@ -1,0 +1,305 @@
+"""Levenberg-Marquardt (damped Gauss-Newton) on the discrete curve energy in output space, batched over pairs.
+
+A curve from a to b is N + 1 latent nodes z_0 = a, z_1 .. z_{N-1}, z_N = b at equal times. Its discrete energy in
+the decoder's output space is
+
+    E(z) = N * sum_i ||g(z_{i+1}) - g(z_i)||^2,   g = [mu; sigma] (the stacked decoder),
+
+whose minimisers are discrete geodesics: the decoded nodes are equally spaced and the second difference of the
+decoded curve is normal to the decoder's tangent space at every interior node,
+
+    J_k^T (g_{k+1} - 2 g_k + g_{k-1}) = 0,   J_k = J_g(z_k)          (the discrete geodesic equation).
+
+Linearising the residuals r_i = g(z_{i+1}) - g(z_i) gives the Gauss-Newton normal equations H dz = -b with
+b_k = J_k^T (r_{k-1} - r_k) (half the energy gradient over N, i.e. minus the left-hand side above) and the
+block-tridiagonal H: H_kk = 2 J_k^T J_k, H_{k,k+1} = -J_k^T J_{k+1}. They are solved by a block Cholesky (Thomas)
+recursion over the nodes, batched over pairs, O(N d^3) per pair. Each pair has its own Levenberg-Marquardt damping
+lambda (H_kk + lambda s_k I, s_k = trace(H_kk) / d), a trial step is accepted when it lowers that pair's energy, and
+lambda follows Nielsen's rule. Jacobians are computed at accepted points only (forward mode, the decoder's fused
+pass when it has one); a trial costs one decoder evaluation per node.
+
+Convergence (per pair): the Gauss-Newton decrement, the energy decrease the undamped model predicts for a full step,
+delta^2 = -b^T dz with H dz = -b, is at most `tol` times sum_i ||r_i||^2 (E / N). As H is positive definite,
+delta = 0 exactly where the discrete geodesic equation holds, and delta^2 / E bounds the relative energy (and so,
+to first order, length) error of the nodes against the discrete geodesic. The tolerance is floored at
+ROUNDING_FLOOR machine epsilons of the working dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lsg_graph.errors import DecoderError
+from lsg_graph.metric import PullbackMetric, _decoder_failures
+
+ROUNDING_FLOOR = 64.0  # the relative decrement tolerance never goes below this many machine epsilons
+INITIAL_DAMPING = 1e-4  # lambda at the start, relative to each node's scale
+MAX_DAMPING = 1e10  # a pair whose lambda exceeds this stalled (no step lowers its energy)
+JACOBIAN_ELEMENTS = 1 << 24  # output elements of one Jacobian chunk (nodes x (d + 4) x P), bounds memory
+VALUE_ROWS = 1 << 14  # decoder rows of one value chunk
+COARSEST = 4  # segments of the coarsest level of coarse_to_fine
+COARSE_TOL = 1e-4  # relative decrement that ends a coarse level
+
+
+@dataclass(frozen=True)
+class EnergyState:
+    """Result of `levenberg_marquardt`: nodes (n, N + 1, d), relative decrement (n,) (inf where never computed),
+    converged / failed (n,) bool, iterations (trial steps) (n,) and energies E (n,)."""
+
+    curves: Tensor
+    decrement: Tensor
+    converged: Tensor
+    failed: Tensor
+    n_iter: Tensor
+    energy: Tensor
+    n_jacobians: Tensor
+
+
+def _guarded(fn: Callable[[Tensor], Tensor], z: Tensor, row: tuple[int, ...]) -> Tensor:
+    """fn(z) (m, *row) row-wise; rows where the decoder raises DecoderError come back NaN (found by bisection)."""
+    if z.shape[0] == 0:
+        return z.new_zeros(0, *row)
+    try:
+        with torch.no_grad():
+            return fn(z)
+    except DecoderError:
+        if z.shape[0] == 1:
+            return torch.full((1, *row), torch.nan, dtype=z.dtype, device=z.device)
+    half = z.shape[0] // 2
+    return torch.cat([_guarded(fn, z[:half], row), _guarded(fn, z[half:], row)])
+
+
+class _Decoded:
+    """Values g(z) (m, P) and Jacobians J_g(z) (m, P, d) of the stacked decoder, chunked, NaN where not finite."""
+
+    def __init__(self, metric: PullbackMetric) -> None:
+        """Bind to a metric; the output width P is probed once."""
+        self.metric = metric
+        self.d = metric.latent_dim
+        with torch.no_grad():
+            device, dtype = metric.device or torch.device("cpu"), metric.dtype or torch.float64
+            self.width = metric._g(torch.zeros(1, self.d, device=device, dtype=dtype)).shape[1]
+        self.fused = getattr(metric.decoder, "fused_geodesic_terms", None)
+
+    def values(self, z: Tensor) -> Tensor:
+        """g(z) (m, P)."""
+        chunks = range(0, len(z), VALUE_ROWS)
+        parts = [_guarded(self._value_chunk, z[i : i + VALUE_ROWS], (self.width,)) for i in chunks]
+        return torch.cat(parts) if parts else z.new_zeros(0, self.width)
+
+    def _value_chunk(self, z: Tensor) -> Tensor:
+        """g(z) for one chunk; DecoderError where the decoder raises."""
+        with _decoder_failures("its output"):
+            return self.metric._g(z)
+
+    def jacobians(self, z: Tensor) -> Tensor:
+        """J_g(z) (m, P, d), chunked so one chunk holds at most JACOBIAN_ELEMENTS output elements."""
+        rows = max(1, JACOBIAN_ELEMENTS // ((self.d + 4) * self.width))
+        row = (self.width, self.d)
+        parts = [_guarded(self._jacobian_chunk, z[i : i + rows], row) for i in range(0, len(z), rows)]
+        return torch.cat(parts) if parts else z.new_zeros(0, self.width, self.d)
+
+    def _jacobian_chunk(self, z: Tensor) -> Tensor:
+        """J_g(z) for one chunk; DecoderError where the decoder raises."""
+        if self.fused is not None:
+            with _decoder_failures("the Jacobian (the decoder's fused_geodesic_terms)"):
+                jacobian, _ = self.fused(z, torch.zeros_like(z))
+            return jacobian
+        return self.metric._jacobian(z)
+
+
+def block_tridiagonal_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve symmetric positive definite block-tridiagonal systems, batched: x (n, K, d) and ok (n,) bool.
+
+    diagonal (n, K, d, d) holds H_kk, upper (n, K - 1, d, d) holds H_{k,k+1} (H_{k+1,k} is its transpose), rhs
+    (n, K, d). Block Cholesky (Thomas) recursion: K sequential steps of batched d x d factorisations. ok is False
+    for systems where a pivot block was not positive definite (their x is 0).
+    """
+    n, k, d = rhs.shape
+    ok = torch.ones(n, dtype=torch.bool, device=rhs.device)
+    factors, reduced = [], []
+    pivot, y = diagonal[:, 0], rhs[:, 0]
+    for i in range(k):
+        if i > 0:
+            coupling = upper[:, i - 1]  # H_{i-1,i}
+            solved = torch.cholesky_solve(coupling, factors[-1])  # P_{i-1}^-1 H_{i-1,i}
+            pivot = diagonal[:, i] - coupling.transpose(1, 2) @ solved
+            y = rhs[:, i] - (solved.transpose(1, 2) @ reduced[-1].unsqueeze(-1)).squeeze(-1)
+        factor, info = torch.linalg.cholesky_ex(0.5 * (pivot + pivot.transpose(1, 2)))
+        bad = info != 0
+        if bool(bad.any()):
+            ok &= ~bad
+            factor = torch.where(bad[:, None, None], torch.eye(d, dtype=rhs.dtype, device=rhs.device), factor)
+        factors.append(factor)
+        reduced.append(y)
+    x = [rhs.new_zeros(n, d)] * k
+    x[k - 1] = torch.cholesky_solve(reduced[k - 1].unsqueeze(-1), factors[k - 1]).squeeze(-1)
+    for i in range(k - 2, -1, -1):
+        right = reduced[i] - (upper[:, i] @ x[i + 1].unsqueeze(-1)).squeeze(-1)
+        x[i] = torch.cholesky_solve(right.unsqueeze(-1), factors[i]).squeeze(-1)
+    solution = torch.stack(x, dim=1)
+    ok &= torch.isfinite(solution).all(dim=(1, 2))
+    return torch.where(ok[:, None, None], solution, 0.0), ok
+
+
+def _energies(values: Tensor) -> Tensor:
+    """sum_i ||g_{i+1} - g_i||^2 (n,) from decoded nodes (n, N + 1, P); NaN where a node is not finite."""
+    return (values[:, 1:] - values[:, :-1]).square().sum(dim=(1, 2))
+
+
+def _normal_equations(decoded: _Decoded, curves: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gauss-Newton blocks at curves (m, N + 1, d): diagonal (m, K, d, d), upper (m, K - 1, d, d), b (m, K, d) and
+    finite (m,), K = N - 1 interior nodes; chunked over pairs so the Jacobians of one chunk fit in memory."""
+    m, count, d = curves.shape
+    k = count - 2
+    width = decoded.width
+    per_chunk = max(1, JACOBIAN_ELEMENTS // ((d + 4) * width * k))
+    diagonal = curves.new_empty(m, k, d, d)
+    upper = curves.new_empty(m, max(k - 1, 0), d, d)
+    gradient = curves.new_empty(m, k, d)
+    for begin in range(0, m, per_chunk):
+        rows = slice(begin, min(m, begin + per_chunk))
+        jacobian = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d)).reshape(-1, k, width, d)
+        residual = values[rows, 1:] - values[rows, :-1]
+        transposed = jacobian.transpose(2, 3)
+        diagonal[rows] = 2.0 * (transposed @ jacobian)
+        upper[rows] = -(transposed[:, :-1] @ jacobian[:, 1:])
+        gradient[rows] = (transposed @ (residual[:, :-1] - residual[:, 1:]).unsqueeze(-1)).squeeze(-1)
+    finite = torch.isfinite(diagonal).all(dim=(1, 2, 3)) & torch.isfinite(gradient).all(dim=(1, 2))
+    return diagonal, upper, gradient, finite
+
+
+def _damped(diagonal: Tensor, damping: Tensor, ridge: float) -> Tensor:
+    """H_kk + (damping + ridge) s_k I with s_k = trace(H_kk) / d (1 where it is 0)."""
+    d = diagonal.shape[-1]
+    scale = torch.diagonal(diagonal, dim1=-2, dim2=-1).mean(dim=-1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    shift = (damping[:, None] + ridge) * scale
+    return diagonal + shift[:, :, None, None] * torch.eye(d, dtype=diagonal.dtype, device=diagonal.device)
+
+
+def levenberg_marquardt(
+    metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8
+) -> EnergyState:
+    """Minimise the output-space discrete energy of curves (n, N + 1, d) (N >= 2) over their interior nodes.
+
+    End nodes stay fixed. Each pair stops when converged (module docstring), failed (non-finite decoder values at
+    its start nodes, or lambda above MAX_DAMPING: no step lowers its energy) or after max_iter trial steps.
+    """
+    decoded = _Decoded(metric)
+    curves = curves.detach().clone()
+    n, count, d = curves.shape
+    device, dtype = curves.device, curves.dtype
+    threshold = max(float(tol), ROUNDING_FLOOR * torch.finfo(dtype).eps)
+    values = decoded.values(curves.reshape(-1, d)).reshape(n, count, -1)
+    energy = _energies(values)
+    failed = ~torch.isfinite(energy)
+    converged = torch.zeros(n, dtype=torch.bool, device=device)
+    n_iter = torch.zeros(n, dtype=torch.long, device=device)
+    decrement = torch.full((n,), torch.inf, dtype=dtype, device=device)
+    damping = torch.full((n,), INITIAL_DAMPING, dtype=dtype, device=device)
+    growth = torch.full((n,), 2.0, dtype=dtype, device=device)
+    k = count - 2
+    diagonal = curves.new_zeros(n, k, d, d)
+    upper = curves.new_zeros(n, max(k - 1, 0), d, d)
+    gradient = curves.new_zeros(n, k, d)
+    stale = ~failed
+    n_jacobians = torch.zeros(n, dtype=torch.long, device=device)
+    while True:
+        rows = (stale & ~converged & ~failed).nonzero()[:, 0]
+        if len(rows):
+            blocks = _normal_equations(decoded, curves[rows], values[rows])
+            diagonal[rows], upper[rows], gradient[rows] = blocks[:3]
+            failed[rows[~blocks[3]]] = True
+            step, ok = block_tridiagonal_solve(_damped(diagonal[rows], torch.zeros_like(damping[rows]), ridge), upper[rows], -gradient[rows])
+            decrement[rows] = torch.where(ok, -(gradient[rows] * step).sum(dim=(1, 2)) / energy[rows], torch.inf)
+            converged[rows] |= ok & (decrement[rows] <= threshold) & ~failed[rows]
+            stale[rows] = False
+            n_jacobians[rows] += 1
+        rows = (~converged & ~failed & (n_iter < max_iter)).nonzero()[:, 0]
+        if len(rows) == 0:
+            break
+        g = gradient[rows]
+        step, ok = block_tridiagonal_solve(_damped(diagonal[rows], damping[rows], ridge), upper[rows], -g)
+        trial = curves[rows].clone()
+        trial[:, 1:-1] += step
+        trial_values = values[rows].clone()
+        trial_values[:, 1:-1] = decoded.values(trial[:, 1:-1].reshape(-1, d)).reshape(len(rows), k, -1)
+        trial_energy = _energies(trial_values)
+        predicted = -(g * step).sum(dim=(1, 2))  # >= 0 for the damped (positive definite) system
+        gain = (energy[rows] - trial_energy) / torch.where(predicted > 0, predicted, torch.ones_like(predicted))
+        accept = ok & torch.isfinite(trial_energy) & (trial_energy < energy[rows])
+        n_iter[rows] += 1
+        kept, rejected = rows[accept], rows[~accept]
+        curves[kept], values[kept], energy[kept] = trial[accept], trial_values[accept], trial_energy[accept]
+        factor = torch.clamp(1.0 - (2.0 * gain[accept] - 1.0) ** 3, min=1.0 / 3.0)
+        damping[kept] *= factor
+        growth[kept] = 2.0
+        stale[kept] = True
+        damping[rejected] *= growth[rejected]
+        growth[rejected] *= 2.0
+        failed[rejected[damping[rejected] > MAX_DAMPING]] = True
+    return EnergyState(curves, decrement, converged, failed, n_iter, energy * (count - 1), n_jacobians)
+
+
+def upsample(curves: Tensor, n_segments: int) -> Tensor:
+    """Nodes (n, n_segments + 1, d) at equal times on the C2 cubic spline through curves (n, N + 1, d)."""
+    from lsg_graph.geodesics.curves import hermite_sample, spline_velocities
+
+    points = curves.detach().cpu().double().numpy()
+    velocities = spline_velocities(points)
+    times = torch.linspace(0.0, 1.0, n_segments + 1, dtype=torch.float64).numpy()
+    resampled = [hermite_sample(p, v, times)[0] for p, v in zip(points, velocities)]
+    out = torch.as_tensor(np.stack(resampled), dtype=curves.dtype, device=curves.device)
+    out[:, 0], out[:, -1] = curves[:, 0], curves[:, -1]
+    return out
+
+
+def coarse_to_fine(
+    metric: PullbackMetric,
+    curves: Tensor,
+    n_segments: int,
+    tol: float,
+    max_iter: int,
+    ridge: float = 1e-8,
+    coarsest: int = COARSEST,
+    coarse_tol: float = COARSE_TOL,
+) -> EnergyState:
+    """levenberg_marquardt on curves resampled to coarsest, 2 coarsest, ... segments, then n_segments (each level
+    started from the spline through the previous one; coarse levels to coarse_tol), max_iter trial steps per level.
+
+    The energy landscape of a decoder is not convex: from a graph path the nodes often slide a long way before the
+    quadratic model holds, and that is cheap on few nodes.
+    """
+    levels = []
+    size = n_segments
+    while size > coarsest:
+        size //= 2
+        levels.append(max(size, 2))
+    levels = sorted(set(levels))
+    current = upsample(curves, levels[0]) if levels else curves
+    spent = torch.zeros(curves.shape[0], dtype=torch.long, device=curves.device)
+    for size in levels:
+        current = upsample(current, size) if current.shape[1] != size + 1 else current
+        state = levenberg_marquardt(metric, current, max(tol, coarse_tol), max_iter, ridge)
+        current, spent = state.curves, spent + state.n_iter
+    state = levenberg_marquardt(metric, upsample(current, n_segments), tol, max_iter, ridge)
+    return replace(state, n_iter=state.n_iter + spent)  # n_jacobians: the last level's
+
+
+BLOCK_ELEMENTS = 1 << 24  # elements of the d x d blocks held for one levenberg_marquardt call (bounds memory)
+
+
+def solve_in_chunks(metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8) -> EnergyState:
+    """levenberg_marquardt on chunks of pairs so that each call holds at most BLOCK_ELEMENTS block elements."""
+    n, count, d = curves.shape
+    per_chunk = max(1, BLOCK_ELEMENTS // max(1, (count - 2) * d * d))
+    if n <= per_chunk:
+        return levenberg_marquardt(metric, curves, tol, max_iter, ridge)
+    parts = [levenberg_marquardt(metric, curves[i : i + per_chunk], tol, max_iter, ridge) for i in range(0, n, per_chunk)]
+    return EnergyState(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(EnergyState)))
