@@ -80,6 +80,8 @@ def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
     if decoder is None:
         return PullbackMetric(EuclideanDecoder(latent_dim))
     metric = decoder if isinstance(decoder, PullbackMetric) else PullbackMetric(decoder)
+    if not metric.latent_dim_known:  # d from X (a copy: the estimator's parameter is not changed)
+        metric = PullbackMetric(metric._pending, metric.chunk_size, latent_dim=latent_dim)
     if metric.latent_dim != latent_dim:
         raise InvalidInput(
             f"The decoder expects latent codes of dimension {metric.latent_dim}; X has {latent_dim} columns."

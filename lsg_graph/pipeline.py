@@ -19,6 +19,7 @@ from lsg_graph.data import Dataset, load_dataset, train_test_split_indices
 from lsg_graph.errors import ArtifactError, InvalidInput
 from lsg_graph.graph.latent_graph import DEFAULT_K, GRAPH_FILE, LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.user_model import UserModel
 from lsg_graph.vae import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 
 DEFAULT_RUN_DIR = "lsg-out"
@@ -133,15 +134,23 @@ def load_model(run_dir: str | Path, device: str = "auto") -> VAE:
 
 
 def evaluate_run(
-    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto"
+    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto",
+    progress: bool = False,
 ) -> PaperClaims:
     """The paper's claims (sigma extrapolation, held-out IWAE log-likelihood) for the run's model, on `device`."""
+    from lsg_graph import progress as _progress
+
     vae = load_model(run_dir, device)
     data, split_seed = run_data_spec(run_dir)
-    dataset = load_dataset(data)
-    train_idx, held_idx = _split(dataset, split_seed)
-    codes = encode_codes(vae, dataset.images[train_idx])
-    return paper_claims(vae, dataset.images[held_idx], codes, n_samples=n_samples, seed=seed)
+    with _progress.stage("load and encode the data", total=1, unit="step", show=progress) as bar:
+        dataset = load_dataset(data)
+        train_idx, held_idx = _split(dataset, split_seed)
+        codes = encode_codes(vae, dataset.images[train_idx])
+        bar.update(1)
+    with _progress.stage(f"sigma extrapolation and IWAE-{n_samples} bound", total=1, unit="step", show=progress) as bar:
+        claims = paper_claims(vae, dataset.images[held_idx], codes, n_samples=n_samples, seed=seed)
+        bar.update(1)
+    return claims
 
 
 def build_run(
@@ -156,13 +165,24 @@ def build_run(
     seed: int = 0,
     variance: str = "rbf",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
 ) -> BuildSummary:
-    """Train the model if the run has none, encode the data, build the latent graph and save it."""
+    """Train the model if the run has none, encode the data, build the latent graph and save it.
+
+    With `user` (a decoder and codes of the user's own, `lsg_graph.user_model`) no model is trained or loaded: the
+    graph is built over the user's codes with the user's decoder. `train_if_missing`: train the default model when
+    the run has none (None: only in the default run directory, so that a mistyped run directory is refused).
+    """
+    if user is not None:
+        return build_user_run(run_dir, user, k=k, n_nodes=n_nodes, backend=backend, device=device,
+                              candidates=candidates, progress=progress)
     run_dir = check_run_dir(run_dir)
     trained = None
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if not (run_dir / MODEL_FILE).exists():
+        check_may_train(run_dir, train_if_missing)
         trained = train_run(run_dir, data or "digits", seed=seed, progress=progress, device=device)
         timings["train_s"] = time.perf_counter() - started
     recorded_data, _ = run_data_spec(run_dir)
@@ -189,6 +209,49 @@ def build_run(
     )
 
 
+def check_may_train(run_dir: Path, train_if_missing: bool | None) -> None:
+    """Refuse to train a model into a run directory that has none unless asked (or it is the default run directory)."""
+    if train_if_missing is None:
+        train_if_missing = Path(run_dir) == Path(DEFAULT_RUN_DIR)
+    if not train_if_missing:
+        what = "does not exist" if not Path(run_dir).exists() else f"has no model ({MODEL_FILE})"
+        raise ArtifactError(
+            f"The run directory {str(run_dir)!r} {what}. Check --run, train one with 'lsg-graph train --run {run_dir}', "
+            "pass --train-if-missing to train the default digits model there, or use your own model with --decoder "
+            "and --codes."
+        )
+
+
+def build_user_run(
+    run_dir: str | Path,
+    user: UserModel,
+    *,
+    k: int = DEFAULT_K,
+    n_nodes: int = 8,
+    backend: str = "auto",
+    device: str = "auto",
+    candidates: int = 1,
+    progress: bool = True,
+) -> BuildSummary:
+    """Build the latent graph over a user's codes with the user's decoder (no model of ours) and save it."""
+    run_dir = check_run_dir(run_dir)
+    torch_device = resolve_device(device)
+    metric = user.metric(None if device == "auto" else str(torch_device))
+    graph = build_latent_graph(
+        metric, user.codes, user.labels, k=k, n_nodes=n_nodes, backend=backend, device=str(torch_device),
+        candidates=candidates, progress=progress,
+    )
+    graph.params.update({"decoder": user.spec, "codes": str(user.codes_path), "codes_sha256": user.digest})
+    timings = dict(graph.params.get("timings", {}))
+    started = time.perf_counter()
+    path = graph.save(run_dir)
+    timings["save_s"] = time.perf_counter() - started
+    return BuildSummary(
+        graph.n_points, graph.latent_dim, graph.n_edges, graph.params["n_components_before_bridging"],
+        graph.params["n_bridges"], timings, None, path,
+    )
+
+
 def load_graph(run_dir: str | Path = DEFAULT_RUN_DIR) -> LatentGraph:
     """Load the latent graph of a run directory (ArtifactError with a hint when there is none)."""
     if not (Path(run_dir) / GRAPH_FILE).exists():
@@ -196,8 +259,18 @@ def load_graph(run_dir: str | Path = DEFAULT_RUN_DIR) -> LatentGraph:
     return LatentGraph.load(run_dir)
 
 
-def load_metric(run_dir: str | Path, graph: LatentGraph, device: str = "auto") -> PullbackMetric:
-    """The pullback metric of the run's decoder (the variance the graph was built with)."""
+def load_metric(
+    run_dir: str | Path, graph: LatentGraph, device: str = "auto", user: UserModel | None = None
+) -> PullbackMetric:
+    """The pullback metric of the run's decoder (the variance the graph was built with), or of the user's decoder."""
+    if user is not None:
+        return user.metric(None if device == "auto" else str(resolve_device(device)))
+    spec = graph.params.get("decoder")
+    if spec:
+        raise ArtifactError(
+            f"The graph in {str(run_dir)!r} was built with your decoder {spec!r}; pass --decoder {spec} --codes "
+            f"{graph.params.get('codes', 'CODES')} again (a factory is imported and run only when you ask for it)."
+        )
     vae = load_model(run_dir, device)
     return PullbackMetric(vae.decoder(graph.params.get("variance", "rbf")))
 
@@ -223,11 +296,22 @@ def parse_point(text: str) -> int | np.ndarray:
         raise InvalidInput(f"Coordinates must be comma-separated numbers (e.g. 0.5,-1.2); got {text!r}.") from None
 
 
-def ensure_graph(run_dir: str | Path, device: str = "auto", progress: bool = True) -> tuple[LatentGraph, BuildSummary | None]:
-    """The run's graph, building it (and training the default model) first when the run has none."""
+def ensure_graph(
+    run_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+) -> tuple[LatentGraph, BuildSummary | None]:
+    """The run's graph, building it (and training the default model, see `build_run`) first when the run has none.
+
+    With `user`, a saved graph is used only if it was built from the same decoder spec and codes; else it is rebuilt.
+    """
     if (Path(run_dir) / GRAPH_FILE).exists():
-        return load_graph(run_dir), None
-    summary = build_run(run_dir, device=device, progress=progress)
+        graph = load_graph(run_dir)
+        if user is None or (graph.params.get("decoder") == user.spec and graph.params.get("codes_sha256") == user.digest):
+            return graph, None
+    summary = build_run(run_dir, device=device, progress=progress, user=user, train_if_missing=train_if_missing)
     return load_graph(run_dir), summary
 
 
@@ -257,6 +341,41 @@ def save_curve(path: str | Path, points: np.ndarray) -> Path:
     return path
 
 
+def attach_points(
+    run_dir: str | Path,
+    graph: LatentGraph,
+    points: list[int | np.ndarray],
+    device: str = "auto",
+    user: UserModel | None = None,
+    metric: PullbackMetric | None = None,
+) -> tuple[LatentGraph, list[int], PullbackMetric | None]:
+    """Node ids for node indices or latent coordinates; coordinates are attached to (a copy of) the graph.
+
+    Returns the graph (with the attached nodes), the ids, and the metric when it had to be loaded for attaching.
+    """
+    from lsg_graph._validation import check_index
+
+    coordinates = []
+    for point in points:
+        if isinstance(point, (int, np.integer)):
+            check_index(int(point), "node index", graph.n_points)
+        else:
+            coordinates.append(check_codes(np.asarray(point)[None, :], "coordinates", latent_dim=graph.latent_dim)[0])
+    if not coordinates:
+        return graph, [int(point) for point in points], metric
+    metric = metric or load_metric(run_dir, graph, device, user)
+    unique = np.unique(np.vstack(coordinates), axis=0)
+    attached = graph.attach(unique, metric)
+    ids = []
+    for point in points:
+        if isinstance(point, (int, np.integer)):
+            ids.append(int(point))
+        else:
+            row = int(np.flatnonzero((unique == np.asarray(point, dtype=np.float64)).all(axis=1))[0])
+            ids.append(graph.n_points + row)
+    return attached, ids, metric
+
+
 def geodesic_run(
     run_dir: str | Path,
     source: int | np.ndarray,
@@ -264,30 +383,29 @@ def geodesic_run(
     refine: str = "shooting",
     out: str | Path | None = None,
     device: str = "auto",
+    user: UserModel | None = None,
+    progress: bool = True,
+    refine_options: dict[str, Any] | None = None,
 ) -> GeodesicSummary:
-    """Graph path between two nodes or latent points, refined by `refine` ('shooting', 'energy' or 'none')."""
+    """Graph path between two nodes or latent points, refined by `refine` ('shooting', 'energy' or 'none').
+
+    refine_options: keyword arguments of `refine_path` (max_iter, n_steps, n_segments, ...).
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice
     from lsg_graph.geodesics.refine import REFINE_METHODS, refine_path
     from lsg_graph.geodesics.shortest import shortest_path
 
     check_choice(refine, "refinement method", REFINE_METHODS)
-    graph = load_graph(run_dir)
-    metric = None
-    endpoints: list[int] = []
-    points = [point for point in (source, target) if not isinstance(point, int)]
-    if points:
-        for point in points:
-            check_codes(point[None, :], "coordinates", latent_dim=graph.latent_dim)
-        metric = load_metric(run_dir, graph, device)
-        new_ids = iter(range(graph.n_points, graph.n_points + len(points)))
-        graph = graph.attach(np.vstack(points), metric)
-    for point in (source, target):
-        endpoints.append(point if isinstance(point, int) else next(new_ids))
+    graph = load_graph(run_dir) if user is None else ensure_graph(run_dir, device, progress, user)[0]
+    graph, endpoints, metric = attach_points(run_dir, graph, [source, target], device, user)
     path = shortest_path(graph, endpoints[0], endpoints[1])
     refined = None
     if refine != "none":
-        metric = metric or load_metric(run_dir, graph, device)
-        refined = refine_path(metric, path, method=refine)
+        metric = metric or load_metric(run_dir, graph, device, user)
+        with _progress.stage(f"refine geodesic ({refine})", total=1, unit="curve", show=progress) as bar:
+            refined = refine_path(metric, path, method=refine, **(refine_options or {}))
+            bar.update(1)
     curve = refined.points if refined is not None else path.points
     saved = save_curve(out, curve) if out is not None else None
     return GeodesicSummary(path, refined, saved)
@@ -315,17 +433,26 @@ def cluster_run(
     figure: bool = True,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    dpi: int = 100,
 ) -> ClusterSummary:
-    """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png."""
+    """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png.
+
+    The figure has a panel per clustering (geodesic, Euclidean) and one of the true labels when the codes have them.
+    """
     from sklearn.cluster import KMeans
 
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_int
     from lsg_graph.cluster import cluster_latent_graph, clustering_scores
 
     seed = check_random_state(seed)
-    graph, built = ensure_graph(run_dir, device, progress)
+    graph, built = ensure_graph(run_dir, device, progress, user, train_if_missing)
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1, maximum=graph.n_points)
-    result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed)
+    with _progress.stage(f"geodesic k-means (k = {n_clusters})", total=1, unit="fit", show=progress) as bar:
+        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed)
+        bar.update(1)
     euclidean = KMeans(n_clusters, n_init=10, random_state=seed).fit(graph.codes).labels_.astype(np.int64)
     euclidean_scores = None if graph.labels is None else clustering_scores(graph.labels, euclidean)
     labels_path = Path(run_dir) / "clusters.csv"
@@ -337,14 +464,25 @@ def cluster_run(
     with _io.atomic_path(labels_path) as temp:
         np.savetxt(temp, np.column_stack(columns), fmt="%d", delimiter=",", header=header, comments="")
     figure_path = None
-    if figure:
-        from lsg_graph.plot import plot_clusters
+    if figure and graph.latent_dim >= 2:
+        from lsg_graph.plot import ClusterPanel, plot_cluster_comparison
 
-        metric = load_metric(run_dir, graph, device) if graph.latent_dim >= 2 else None
-        figure_path = plot_clusters(
-            graph.codes, result.labels, result.medoid_indices, out=Path(run_dir) / "clusters.png", metric=metric,
-            title=f"Geodesic k-means, {n_clusters} clusters",
-        )
+        def score(scores: dict[str, float] | None) -> str:
+            return "" if scores is None else f" (ARI {scores['ari']:.2f}, NMI {scores['nmi']:.2f})"
+
+        panels = [
+            ClusterPanel(f"geodesic k-means{score(result.scores)}", result.labels, result.medoid_indices),
+            ClusterPanel(f"Euclidean k-means{score(euclidean_scores)}", euclidean),
+        ]
+        if graph.labels is not None:
+            panels.append(ClusterPanel("true labels", graph.labels, palette="labels"))
+        with _progress.stage("cluster figure", total=1, unit="figure", show=progress) as bar:
+            metric = load_metric(run_dir, graph, device, user)
+            figure_path = plot_cluster_comparison(
+                graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
+                title=f"{n_clusters} clusters of {graph.n_points} codes",
+            )
+            bar.update(1)
     return ClusterSummary(n_clusters, result, euclidean, euclidean_scores, labels_path, figure_path, built)
 
 
@@ -358,30 +496,71 @@ class WalkSummary:
     map_path: Path | None
 
 
+WALK_SPREAD_FRACTION = 0.5  # default step: the walk's expected displacement after n_steps is this much of the spread
+
+
+def default_step_size(
+    metric: PullbackMetric, start: np.ndarray, codes: np.ndarray, kind: str, n_steps: int, seed: int = 0
+) -> float:
+    """A step size s from the metric's scale at `start`: mean latent step = 0.5 * spread / sqrt(n_steps).
+
+    spread is the median distance of the codes from their mean, so that a walk of n_steps steps (displacement about
+    sqrt(n_steps) mean steps) moves about half of it: far enough for the decoded images to change, near enough to
+    stay on the map. The covariance s M(start)^-1 is calibrated by one pilot walk (`matched_step_sizes`).
+    """
+    from lsg_graph.walks import matched_step_sizes
+
+    spread = float(np.median(np.linalg.norm(codes - codes.mean(axis=0), axis=1))) or 1.0
+    target = WALK_SPREAD_FRACTION * spread / np.sqrt(n_steps)
+    sizes = matched_step_sizes(metric, start[None, :], target, kinds=(kind,), n_steps=min(n_steps, 20), n_rounds=2,
+                               seed=seed)
+    return float(sizes[kind])
+
+
 def walk_run(
     run_dir: str | Path = DEFAULT_RUN_DIR,
-    start: int = 0,
+    start: int | np.ndarray = 0,
     *,
     n_steps: int = 100,
     kind: str = "metric",
-    step_size: float = 1e-3,
+    step_size: float | None = None,
     n_walkers: int = 8,
     seed: int = 0,
     figures: bool = True,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    dpi: int = 100,
 ) -> WalkSummary:
-    """Random walks of `kind` from code `start`; writes walks.npy (w, n_steps + 1, d) and PNG figures."""
+    """Random walks of `kind` from a code index or latent point `start`; writes walks_KIND.npy and figures.
+
+    step_size None: chosen from the metric's scale at the start (`default_step_size`). The image strip shows every
+    walker (one row each) at 11 evenly spaced steps.
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice, check_index, check_positive_int
     from lsg_graph.walks import WALK_KINDS, random_walks
 
     check_choice(kind, "walk kind", WALK_KINDS)
     n_walkers = check_positive_int(n_walkers, "walkers")
-    graph, _ = ensure_graph(run_dir, device, progress)
-    start = check_index(start, "start", graph.n_points)
-    metric = load_metric(run_dir, graph, device)
-    starts = np.repeat(graph.codes[start : start + 1], n_walkers, axis=0)
-    result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
+    if isinstance(start, (int, np.integer)):
+        start_point = graph.codes[check_index(int(start), "start", graph.n_points)]
+        start_name = f"code {int(start)}"
+    else:
+        start_point = check_codes(np.asarray(start)[None, :], "start", latent_dim=graph.latent_dim)[0]
+        start_name = "(" + ", ".join(f"{value:.3g}" for value in start_point) + ")"
+    metric = load_metric(run_dir, graph, device, user)
+    if step_size is None:
+        with _progress.stage("choose the step size", total=1, unit="pilot", show=progress) as bar:
+            step_size = default_step_size(metric, start_point, graph.codes, kind, n_steps, seed)
+            bar.update(1)
+    starts = np.repeat(start_point[None, :], n_walkers, axis=0)
+    with _progress.stage(f"{kind} walks ({n_walkers} x {n_steps} steps)", total=1, unit="run", show=progress) as bar:
+        result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
+        bar.update(1)
     run_dir = Path(run_dir)
     trajectories_path = run_dir / f"walks_{kind}.npy"
     with _io.atomic_path(trajectories_path) as temp, open(temp, "wb") as stream:
@@ -392,17 +571,17 @@ def walk_run(
 
         if graph.latent_dim >= 2:
             map_path = plot_magnification(
-                metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png",
-                title=f"{kind} random walks from code {start}",
+                metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png", dpi=dpi,
+                title=f"{n_walkers} {kind} random walks from {start_name}, step size {step_size:.3g}",
             )
         image_shape = _image_shape(run_dir, result.decoded_means.shape[-1])
         if image_shape is not None:
             every = max(1, n_steps // 10)
-            rows = min(n_walkers, 4)
+            columns = list(range(0, n_steps + 1, every))
             strip_path = plot_image_strip(
-                result.decoded_means[:rows, ::every], image_shape, out=run_dir / f"walks_{kind}_strip.png",
-                titles=[f"walker {row}" for row in range(rows)],
-                column_titles=[f"step {step}" for step in range(0, n_steps + 1, every)],
+                result.decoded_means[:, columns], image_shape, out=run_dir / f"walks_{kind}_strip.png",
+                titles=[f"walker {row}" for row in range(n_walkers)],
+                column_titles=[f"step {step}" for step in columns], cell_inches=1.0 if n_walkers <= 8 else 0.6,
             )
     return WalkSummary(result, trajectories_path, strip_path, map_path)
 
@@ -415,11 +594,54 @@ def _image_shape(run_dir: Path, n_features: int) -> tuple[int, ...] | None:
 
 @dataclass
 class PlotSummary:
-    """The magnification map and the geodesics drawn on it."""
+    """The magnification map, the pairs drawn on it (node ids; attached points have ids >= n) and their lengths."""
 
     path: Path
     pairs: np.ndarray
     geodesics: list[Any]
+    graph_lengths: list[float] = field(default_factory=list)
+    straight_lengths: list[float] = field(default_factory=list)
+    strip_paths: list[Path] = field(default_factory=list)
+
+
+STRAIGHT_POINTS = 257  # points of the polyline that measures a straight segment's metric length
+STRIP_POINTS = 10  # decoded images along each curve in the strips
+
+
+def straight_lengths(metric: PullbackMetric, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Metric lengths (k,) of the straight segments starts[i] -> ends[i], by the midpoint rule on 256 pieces."""
+    t = np.linspace(0.0, 1.0, STRAIGHT_POINTS)[None, :, None]
+    lines = starts[:, None, :] + t * (ends - starts)[:, None, :]
+    with torch.no_grad():
+        return metric.curve_length(torch.from_numpy(lines)).to(torch.float64).cpu().numpy()
+
+
+def auto_pairs(graph: LatentGraph, metric: PullbackMetric, n_pairs: int, seed: int = 0, n_candidates: int = 40) -> np.ndarray:
+    """Node pairs whose straight segment is longest relative to the graph path (where geodesics bend the most).
+
+    Among `n_candidates` seeded far pairs (different labels when labelled), the score is straight metric length /
+    graph length (the graph length bounds the geodesic from above, so the score bounds straight / geodesic from
+    below); the n_pairs best with no shared end point are kept.
+    """
+    from lsg_graph.geodesics.shortest import shortest_paths
+
+    candidates = _far_pairs(graph, max(n_candidates, n_pairs), seed)
+    if not len(candidates):
+        return candidates
+    lengths = np.array([path.length for path in shortest_paths(graph, candidates)])
+    straight = straight_lengths(metric, graph.codes[candidates[:, 0]], graph.codes[candidates[:, 1]])
+    score = straight / np.maximum(lengths, np.finfo(float).tiny)
+    chosen: list[int] = []
+    used: set[int] = set()
+    for index in np.argsort(-score, kind="stable"):
+        a, b = (int(node) for node in candidates[index])
+        if a in used or b in used:
+            continue
+        chosen.append(int(index))
+        used.update((a, b))
+        if len(chosen) == n_pairs:
+            break
+    return candidates[chosen]
 
 
 def plot_run(
@@ -427,37 +649,133 @@ def plot_run(
     pairs: Any = None,
     *,
     n_pairs: int = 3,
+    auto: bool = False,
     refine: str = "shooting",
     seed: int = 0,
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    fmt: str = "png",
+    dpi: int = 100,
+    size: tuple[float, float] | None = None,
+    strips: bool = True,
+    refine_options: dict[str, Any] | None = None,
 ) -> PlotSummary:
-    """The magnification map log sqrt(det M) with codes, geodesics and straight lines between node pairs, as PNG."""
+    """The magnification map log sqrt(det M) with codes, geodesics and straight segments between pairs.
+
+    pairs: (source, target) items, each a node index or latent coordinates (attached to the graph); None: n_pairs
+    pairs, chosen by `auto_pairs` when `auto`, else seeded random far pairs. refine 'none' draws the graph paths and
+    calls them so. For image data a strip of decoded images along each curve and its straight segment is written
+    beside the map (RUN/magnification_strips.png). fmt: 'png', 'svg' or 'pdf' (when `out` is None).
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice, check_positive_int
     from lsg_graph.geodesics.refine import REFINE_METHODS, refine_geodesics
     from lsg_graph.geodesics.shortest import shortest_paths
-    from lsg_graph.plot import plot_magnification
+    from lsg_graph.plot import FORMATS, plot_curve_strips, plot_magnification
+    from lsg_graph.walks import decode_means
 
     check_choice(refine, "refinement method", REFINE_METHODS)
-    graph, _ = ensure_graph(run_dir, device, progress)
-    metric = load_metric(run_dir, graph, device)
+    check_choice(fmt, "figure format", {name: name for name in FORMATS})
+    graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
+    metric = load_metric(run_dir, graph, device, user)
+    base = graph  # the codes drawn (attached points are not codes)
     if pairs is None:
         n_pairs = check_positive_int(n_pairs, "n_pairs")
-        pairs = _far_pairs(graph, n_pairs, seed)
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if refine == "none":
-        curves = [path.points for path in shortest_paths(graph, pairs)]
-        geodesics: list[Any] = []
+        with _progress.stage("choose pairs", total=1, unit="step", show=progress) as bar:
+            pairs = auto_pairs(graph, metric, n_pairs, seed) if auto else _far_pairs(graph, n_pairs, seed)
+            bar.update(1)
+        ids = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     else:
-        geodesics = refine_geodesics(metric, graph, pairs, method=refine)
+        flat = [point for pair in pairs for point in pair]
+        graph, flat_ids, _ = attach_points(run_dir, graph, flat, device, user, metric)
+        ids = np.asarray(flat_ids, dtype=np.int64).reshape(-1, 2)
+    paths = shortest_paths(graph, ids)
+    geodesics: list[Any] = []
+    if refine == "none":
+        curves = [path.points for path in paths]
+    else:
+        for pair in _progress.track(ids, f"refine geodesics ({refine})", unit="pair", show=progress):
+            geodesics += refine_geodesics(metric, graph, pair[None, :], method=refine, **(refine_options or {}))
         curves = [result.points for result in geodesics]
-    straight = np.stack([graph.codes[pairs[:, 0]], graph.codes[pairs[:, 1]]], axis=1)
-    path = plot_magnification(
-        metric, graph.codes, graph.labels, curves=curves, straight_pairs=straight,
-        out=out or Path(run_dir) / "magnification.png",
-    )
-    return PlotSummary(path, pairs, geodesics)
+    starts, ends = graph.codes[ids[:, 0]], graph.codes[ids[:, 1]]
+    straight = straight_lengths(metric, starts, ends) if len(ids) else np.zeros(0)
+    kind = "graph path" if refine == "none" else "geodesic"
+    lengths = [path.length for path in paths] if refine == "none" else [result.length for result in geodesics]
+    curve_labels = [
+        f"{a} \u2192 {b}: {kind} {length:.3g} vs straight {line:.3g}"
+        for (a, b), length, line in zip(ids.tolist(), lengths, straight.tolist())
+    ]
+    title = ("Graph paths (not refined)" if refine == "none" else f"Geodesics ({refine})") + \
+        " on the magnification factor"
+    out = Path(out) if out is not None else Path(run_dir) / f"magnification.{fmt}"
+    with _progress.stage("magnification map", total=1, unit="figure", show=progress) as bar:
+        path = plot_magnification(
+            metric, base.codes, base.labels, curves=curves, straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
+            out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
+        )
+        bar.update(1)
+    strip_paths: list[Path] = []
+    image_shape = _image_shape(Path(run_dir), metric.output_dim)
+    if strips and image_shape is not None and curves:
+        along = np.stack([_resample(curve, STRIP_POINTS) for curve in curves])
+        t = np.linspace(0.0, 1.0, STRIP_POINTS)[None, :, None]
+        lines = starts[:, None, :] + t * (ends - starts)[:, None, :]
+        names = [f"{kind}\n{a}\u2192{b}" for a, b in ids.tolist()]
+        strip_out = out.with_name(f"{out.stem}_strips.png")
+        strip_paths.append(plot_curve_strips(decode_means(metric, along), decode_means(metric, lines), image_shape,
+                                             strip_out, names=names))
+    return PlotSummary(path, ids, geodesics, [path.length for path in paths], straight.tolist(), strip_paths)
+
+
+def _resample(curve: np.ndarray, n: int) -> np.ndarray:
+    """n points (n, d) at equal Euclidean arc length along a polyline (m, d)."""
+    steps = np.linalg.norm(np.diff(curve, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    if arc[-1] <= 0:
+        return np.repeat(curve[:1], n, axis=0)
+    targets = np.linspace(0.0, arc[-1], n)
+    return np.stack([np.interp(targets, arc, curve[:, axis]) for axis in range(curve.shape[1])], axis=1)
+
+
+def parse_pairs(text: str) -> str | int | list[tuple[int | np.ndarray, int | np.ndarray]]:
+    """'auto', a count ('3'), or pairs: 'I:J,K:L' (node indices) or 'A:B;C:D' where A..D are indices or coordinates."""
+    text = text.strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    if ";" in text:
+        items = text.split(";")
+    elif all(":" in part for part in text.split(",")):
+        items = text.split(",")
+    else:
+        items = [text]
+    pairs = []
+    for item in (item.strip() for item in items if item.strip()):
+        if item.count(":") != 1:
+            raise InvalidInput(
+                f"--pairs must be 'auto', a count, or pairs 'I:J,K:L' (with coordinates 'x,y:J;K:L'); got {text!r}."
+            )
+        source, target = item.split(":")
+        pairs.append((parse_point(source), parse_point(target)))
+    if not pairs:
+        raise InvalidInput(f"--pairs must name at least one pair; got {text!r}.")
+    return pairs
+
+
+def parse_size(text: str) -> tuple[float, float]:
+    """'WIDTHxHEIGHT' in inches ('9x6') as two floats > 0."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        width, height = (float(part) for part in parts)
+    except ValueError:
+        raise InvalidInput(f"--size must be WIDTHxHEIGHT in inches (e.g. 9x6); got {text!r}.") from None
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"--size must be positive (e.g. 9x6); got {text!r}.")
+    return width, height
 
 
 def _far_pairs(graph: LatentGraph, n_pairs: int, seed: int) -> np.ndarray:

@@ -92,7 +92,7 @@ def test_grid_on_the_principal_plane_for_d_above_two(tmp_path: Path) -> None:
         resolution=RESOLUTION,
         grid=grid,
     )
-    assert read_png(out).shape[:2] == (600, 700)
+    assert read_png(out).shape[:2] == (600, 900)
     assert plot_clusters(
         codes, np.arange(80) % 3, centers=[0, 5], out=tmp_path / "c.png", metric=metric, resolution=10
     ).exists()
@@ -120,10 +120,10 @@ def test_magnification_figure_pixel_size_and_contents(
     )
     assert out == tmp_path / "sub" / "mag.png"
     pixels = read_png(out)
-    assert pixels.shape[:2] == (600, 700)
+    assert pixels.shape[:2] == (600, 900)
     assert pixels[..., :3].std() > 0.05  # not blank
     small = plot_magnification(sphere, codes, out=tmp_path / "small.png", dpi=50, resolution=RESOLUTION)
-    assert read_png(small).shape[:2] == (300, 350)
+    assert read_png(small).shape[:2] == (300, 450)
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,9 @@ nothing can be done).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,6 +74,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lsg_graph._threads import one_thread as _one_cpu_thread
 from lsg_graph._validation import check_array, check_choice, check_float, check_int, check_positive_int
 from lsg_graph.errors import ConvergenceWarning, DecoderError, InvalidInput
 from lsg_graph.geodesics.shortest import GraphPath, check_sources, shortest_paths
@@ -289,23 +289,6 @@ class _GuardedAcceleration:
                 else:
                     pending += [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
         return bad
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run torch CPU ops on one intra-op thread while refining on the CPU, restoring the count afterwards.
-
-    Refinement is many small ops (RK4 stages, L-BFGS steps): a second OpenMP thread gains little on an idle machine
-    and costs about 10x in barrier waits on a busy one (measured: 16.5 s against 1.7 s for 10 pairs on a loaded
-    2-core machine). One thread also makes the result independent of the core count.
-    """
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _working(metric: PullbackMetric) -> tuple[torch.device, torch.dtype]:
