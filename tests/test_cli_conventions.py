@@ -3,12 +3,15 @@ warnings that name the command's own flags."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 from pathlib import Path
 
@@ -112,6 +115,7 @@ def _run_cli(args: list[str], cwd: Path, terminal: bool) -> str:
         assert done.returncode == 0, done.stderr
         return done.stderr
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a real terminal has a size
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)
     chunks = []
