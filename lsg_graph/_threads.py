@@ -91,11 +91,18 @@ def one_thread(device: Any = None) -> contextlib.AbstractContextManager[None]:
     return torch_threads(1, device)
 
 
-def set_torch_threads(n_jobs: Any = None) -> int:
-    """Set torch's thread count for the process from `n_jobs` (see resolve_threads); return it."""
+def set_threads(n_jobs: Any = None) -> int:
+    """Set torch's CPU thread count for the process: None -> default_threads(), -1 -> all cores, k -> k; return it.
+
+    The CLI calls this at the start of every command (`--threads`); call it once in a script or notebook on a
+    shared machine (`lsg_graph.set_threads()`), since torch's own default is one thread per core of the machine.
+    """
     import torch
 
     threads = resolve_threads(n_jobs, "threads")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+set_torch_threads = set_threads

@@ -435,6 +435,19 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         """One output column per cluster."""
         return int(self.medoid_indices_.shape[0])
 
+    def save(self, path: Any) -> Any:
+        """Write the fitted estimator to the directory `path` (safetensors + JSON, no pickle); see lsg_graph.estimator_io."""
+        from lsg_graph.estimator_io import save_kmeans
+
+        return save_kmeans(self, path)
+
+    @classmethod
+    def load(cls, path: Any, decoder: Any = None) -> GeodesicKMeans:
+        """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        from lsg_graph.estimator_io import load_kmeans
+
+        return load_kmeans(cls, path, decoder)
+
     def __sklearn_tags__(self) -> Any:
         """Pairwise, non-negative input for metric="precomputed"; float64 output."""
         tags = super().__sklearn_tags__()

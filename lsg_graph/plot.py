@@ -53,7 +53,7 @@ STRAIGHT_STYLE = {"linewidth": 1.4, "linestyle": (0, (4, 3))}
 WALK_STYLE = {"color": "white", "linewidth": 0.9, "alpha": 0.9}
 START_MARKER, END_MARKER = "o", "s"
 # Cluster colours: tab20b reordered so that neighbouring clusters differ in hue; never the tab10 digit colours.
-CLUSTER_ORDER = (0, 4, 8, 12, 16, 2, 6, 10, 14, 18, 1, 5, 9, 13, 17, 3, 7, 11, 15, 19)
+CLUSTER_ORDER = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 16, 17, 18, 19)  # magentas (near tab10 pink) last
 
 
 @dataclass(frozen=True)
@@ -728,7 +728,8 @@ def plot_cluster_comparison(
         _label_axes(axes, figure, plane, panel.title, note=False)
         if handles:
             axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(10, len(handles)),
-                        fontsize=7, handletextpad=0.1, columnspacing=0.6, frameon=False)
+                        fontsize=7, handletextpad=0.1, columnspacing=0.6, frameon=False,
+                        title="cluster" if panel.palette == "clusters" else "label", title_fontsize=7)
     if title:
         figure.suptitle(title, fontsize=11)
     if grid is not None:
