@@ -451,7 +451,7 @@ def cluster_run(
     graph, built = ensure_graph(run_dir, device, progress, user, train_if_missing)
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1, maximum=graph.n_points)
     with _progress.stage(f"geodesic k-means (k = {n_clusters})", total=1, unit="fit", show=progress) as bar:
-        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed)
+        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed, verbose=int(progress and n_init > 1))
         bar.update(1)
     euclidean = KMeans(n_clusters, n_init=10, random_state=seed).fit(graph.codes).labels_.astype(np.int64)
     euclidean_scores = None if graph.labels is None else clustering_scores(graph.labels, euclidean)
