@@ -52,8 +52,8 @@ CURVE_STYLE = {"linewidth": 2.2, "linestyle": "-"}
 STRAIGHT_STYLE = {"linewidth": 1.4, "linestyle": (0, (4, 3))}
 WALK_STYLE = {"color": "white", "linewidth": 0.9, "alpha": 0.9}
 START_MARKER, END_MARKER = "o", "s"
-# Cluster colours: tab20b reordered so that neighbouring clusters differ in hue; never the tab10 digit colours.
-CLUSTER_ORDER = (0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 16, 17, 18, 19)  # magentas (near tab10 pink) last
+# Cluster colours: the 12 pastel hues of Set3 (never the saturated tab10 digit colours), tab20b up to 20, else turbo.
+CLUSTER_ORDER = (0, 4, 8, 12, 16, 2, 6, 10, 14, 18, 1, 5, 9, 13, 17, 3, 7, 11, 15, 19)  # tab20b: hue groups interleaved
 
 
 @dataclass(frozen=True)
@@ -239,11 +239,14 @@ def _draw_codes(
         axes.scatter(projected[:, 0], projected[:, 1], s=6, c="white", edgecolors="black", linewidths=0.3, zorder=3)
         return []
     colors, pairs = (_label_colors if palette == "labels" else _cluster_colors)(labels)
-    axes.scatter(projected[:, 0], projected[:, 1], s=6, c=colors, linewidths=0, zorder=3)
+    if palette == "labels":
+        axes.scatter(projected[:, 0], projected[:, 1], s=6, c=colors, linewidths=0, zorder=3)
+    else:  # pastel cluster colours: a thin dark rim keeps them visible on light backgrounds
+        axes.scatter(projected[:, 0], projected[:, 1], s=8, c=colors, edgecolors="0.2", linewidths=0.15, zorder=3)
     if len(pairs) > 20:
         return []
-    handles = [Line2D([], [], linestyle="", marker="o", markersize=5, color=color, label=str(label))
-               for label, color in pairs]
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=5, color=color, markeredgecolor="0.2",
+                      markeredgewidth=0.3, label=str(label)) for label, color in pairs]
     if legend:
         for handle in handles:
             axes.scatter([], [], s=20, color=handle.get_color(), label=handle.get_label())
@@ -251,11 +254,13 @@ def _draw_codes(
 
 
 def _cluster_colors(labels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Any]]]:
-    """RGBA colours (n, 4) per cluster from tab20b in CLUSTER_ORDER (turbo beyond 20) and (cluster, colour) pairs."""
+    """RGBA colours (n, 4) per cluster (Set3 up to 12, tab20b in CLUSTER_ORDER up to 20, else turbo) and pairs."""
     from matplotlib import colormaps
 
     unique = np.unique(labels)
-    if len(unique) <= len(CLUSTER_ORDER):
+    if len(unique) <= 12:
+        palette = colormaps["Set3"](np.arange(len(unique)))
+    elif len(unique) <= len(CLUSTER_ORDER):
         palette = colormaps["tab20b"](np.array(CLUSTER_ORDER[: len(unique)]))
     else:
         palette = colormaps["turbo"](np.linspace(0.0, 1.0, len(unique)))
@@ -338,7 +343,8 @@ def _draw_lines(
         (line,) = axes.plot(xy[:, 0], xy[:, 1], color=color, zorder=6, label=label,
                             path_effects=_outlined(CURVE_STYLE["linewidth"]), **CURVE_STYLE)
         for point, marker in ((xy[0], START_MARKER), (xy[-1], END_MARKER)):
-            axes.plot(*point, marker=marker, markersize=7, color=color, markeredgecolor="black", zorder=7)
+            axes.plot(*point, linestyle="none", marker=marker, markersize=7, color=color, markeredgecolor="black",
+                      zorder=7)
         handles.append(line)
     for i, pair in enumerate(pairs):
         color = CURVE_COLORS[i % len(CURVE_COLORS)] if i < len(curves) else "white"
@@ -347,13 +353,14 @@ def _draw_lines(
                   **STRAIGHT_STYLE)
         if i >= len(curves):
             for point, marker in ((xy[0], START_MARKER), (xy[-1], END_MARKER)):
-                axes.plot(*point, marker=marker, markersize=6, color=color, markeredgecolor="black", zorder=7)
+                axes.plot(*point, linestyle="none", marker=marker, markersize=6, color=color, markeredgecolor="black",
+                          zorder=7)
     for walk in walks:
         xy = grid.project(walk)
         axes.plot(xy[:, 0], xy[:, 1], zorder=5, path_effects=_outlined(WALK_STYLE["linewidth"]), **WALK_STYLE)
     if len(walks):
         start = grid.project(walks[0, 0])
-        axes.plot(*start, marker="*", markersize=14, color="white", markeredgecolor="black", zorder=7)
+        axes.plot(*start, linestyle="none", marker="*", markersize=14, color="white", markeredgecolor="black", zorder=7)
     gray = "0.35"
     if len(curves):
         handles.append(Line2D([], [], color=gray, **CURVE_STYLE, label="curve (solid)"))
