@@ -318,6 +318,7 @@ def geodesic(
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
+    ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     device: str = _device_option(),
@@ -333,8 +334,8 @@ def geodesic(
 
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
-    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments))
-               if value is not None}
+    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
+                                               ("ridge", ridge)) if value is not None}
     summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device,
                            user=user, progress=show, refine_options=options)
     path, refined = summary.path, summary.refined
@@ -478,6 +479,7 @@ def plot(
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
+    ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     seed: int = typer.Option(0, help="Seed of the pair choice."),
     out: Path | None = typer.Option(None, help="Figure file (default RUN/magnification.FORMAT)."),
     fmt: str = typer.Option("png", "--format", help="Figure format: 'png', 'svg' or 'pdf'."),
@@ -500,8 +502,8 @@ def plot(
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
     chosen = parse_pairs(pairs)
-    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments))
-               if value is not None}
+    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
+                                               ("ridge", ridge)) if value is not None}
     summary = plot_run(
         run, chosen if not isinstance(chosen, int) and chosen != "auto" else None,
         n_pairs=n_auto if chosen == "auto" else chosen, auto=chosen == "auto", refine=refine, seed=seed, out=out,

@@ -153,12 +153,15 @@ def test_warnings_name_the_commands_flags() -> None:
     import click
 
     message = "raise max_iter (now 50), n_segments (now 1) or n_steps (now 64); raise ridge (now 1e-08)"
-    command = click.Command("geodesic", params=[click.Option(["--max-iter"]), click.Option(["--segments"]),
-                                                click.Option(["--steps"])])
+    command = click.Command("geodesic", params=[click.Option([flag]) for flag in ("--max-iter", "--segments",
+                                                                                    "--steps", "--ridge")])
     with click.Context(command):
         translated = _cli_names(message)
     assert "--max-iter (now 50)" in translated and "--segments (now 1)" in translated and "--steps (now 64)" in translated
-    assert "max_iter" not in translated and "n_steps" not in translated
+    assert "--ridge (now 1e-08)" in translated and "max_iter" not in translated and "n_steps" not in translated
+    for name in ("geodesic", "plot"):  # the real commands expose every flag the refinement warning names
+        help_text = runner.invoke(app, [name, "-h"]).output
+        assert all(flag in help_text for flag in ("--max-iter", "--segments", "--steps", "--ridge")), name
     with click.Context(click.Command("plot", params=[])):
         bridged = _cli_names("Raise 'k' (or 'candidates') for a graph that is connected by itself.")
     assert "--k (of lsg-graph build)" in bridged and "--candidates (of lsg-graph build)" in bridged
