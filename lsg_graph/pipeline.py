@@ -353,13 +353,9 @@ def attach_points(
 
     Returns the graph (with the attached nodes), the ids, and the metric when it had to be loaded for attaching.
     """
-    from lsg_graph._validation import check_index
-
-    coordinates = []
+    coordinates = []  # node indices are checked where they are used (named 'source', 'target', ...)
     for point in points:
-        if isinstance(point, (int, np.integer)):
-            check_index(int(point), "node index", graph.n_points)
-        else:
+        if not isinstance(point, (int, np.integer)):
             coordinates.append(check_codes(np.asarray(point)[None, :], "coordinates", latent_dim=graph.latent_dim)[0])
     if not coordinates:
         return graph, [int(point) for point in points], metric
