@@ -1,8 +1,15 @@
-"""The lsg-graph command-line app: thin commands, one library call each; library errors become one line and exit 1."""
+"""The lsg-graph command-line app: thin commands, one library call each; library errors become one line and exit 1.
+
+Every command takes `--json` (one JSON object on stdout instead of the table), `--quiet` (no progress bars; bars
+are shown only when stderr is a terminal anyway), `--threads N` (torch CPU threads; default: the free cores) and
+`-h`/`--help`. `build`, `geodesic`, `cluster`, `walk` and `plot` also work on a model of your own:
+`--decoder my_pkg.models:load_decoder --codes codes.npy [--labels labels.npy]` (the factory is imported and called).
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
 import warnings
@@ -10,7 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import click
 import typer
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="lsg-graph",
@@ -18,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +52,37 @@ def _name_options(exc: BaseException) -> None:
     if renamed != message:
         exc.args = (renamed,)
 RUN_HELP = "Run directory holding the model, graph and manifest."
+DECODER_HELP = (
+    "Your own decoder: 'module.path:factory', a zero-argument callable returning a torch module or a callable "
+    "z (n, d) -> mean or (mean, std). The module is IMPORTED AND THE FACTORY CALLED (it runs your code); needs --codes."
+)
+CODES_HELP = "Latent codes of your own (.npy (n, d), .npz with 'codes'/'z' [and 'labels'], or .csv); with --decoder."
+LABELS_HELP = "Labels of your codes (.npy, .npz or .csv, one integer per code); optional, with --codes."
+TRAIN_HELP = "Train the default digits model when the run directory has none (default: only for ./lsg-out)."
+
+# Library parameter names that warnings may mention -> the flag of the command that sets them.
+FLAG_NAMES = {
+    "max_iter": "--max-iter",
+    "n_segments": "--segments",
+    "n_steps": "--steps",
+    "ridge": "--ridge",
+    "'k'": "--k",
+    "'candidates'": "--candidates",
+}
+
+
+def _cli_names(message: str) -> str:
+    """A warning message with library parameter names replaced by this command's flags (or where to set them)."""
+    try:
+        params = {opt for param in click.get_current_context().command.params for opt in param.opts}
+    except RuntimeError:
+        params = set()
+    for name, flag in FLAG_NAMES.items():
+        pattern = re.escape(name) if name.startswith("'") else rf"\b{re.escape(name)}\b"
+        replacement = flag if flag in params else f"{flag} (of lsg-graph build)" if flag in ("--k", "--candidates") else None
+        if replacement is not None:
+            message = re.sub(pattern, replacement, message)
+    return message
 
 
 def handle_errors(command: F) -> F:
@@ -66,10 +108,99 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(code=1) from None
         for warning in caught:
             if issubclass(warning.category, UserWarning):
-                typer.echo(f"Warning: {warning.message}", err=True)
+                typer.echo(f"Warning: {_cli_names(str(warning.message))}", err=True)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    """Print the version and exit (eager --version)."""
+    if value:
+        from lsg_graph import __version__
+
+        typer.echo(f"lsg-graph {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Latent-space geometry of deep generative models: train a VAE, build its latent graph, measure geodesics."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared options and output
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _json_option() -> Any:
+    return typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table.")
+
+
+def _quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help="No progress bars (they are shown only on a terminal anyway).")
+
+
+def _threads_option() -> Any:
+    return typer.Option(None, "--threads", help="torch CPU threads (default: the free cores of this machine; -1: all).")
+
+
+def _device_option() -> Any:
+    return typer.Option("auto", help="'auto', 'cpu' or 'cuda'.")
+
+
+def _setup(threads: int | None, quiet: bool) -> bool:
+    """Set the torch thread count; return whether progress bars are shown (a terminal and not quiet)."""
+    from lsg_graph import progress
+    from lsg_graph._threads import set_torch_threads
+
+    set_torch_threads(threads)
+    return progress.enabled(False if quiet else None)
+
+
+def _user(decoder: str | None, codes: Path | None, labels: Path | None) -> Any:
+    """The user's model from --decoder/--codes/--labels, or None when neither is given."""
+    from lsg_graph.errors import InvalidInput
+
+    if decoder is None and codes is None:
+        if labels is not None:
+            raise InvalidInput("--labels belongs to --codes; pass --decoder and --codes with it.")
+        return None
+    if decoder is None or codes is None:
+        missing = "--codes FILE" if codes is None else "--decoder module.path:factory"
+        raise InvalidInput(f"--decoder and --codes go together; add {missing}.")
+    from lsg_graph.user_model import load_user_model
+
+    return load_user_model(decoder, codes, labels)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready value: numpy scalars/arrays and paths converted."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    """Print the payload as JSON, or the human-readable output."""
+    if as_json:
+        typer.echo(json.dumps(_plain(payload), indent=2))
+    else:
+        human()
 
 
 def _echo_table(rows: list[tuple[str, str]]) -> None:
@@ -79,7 +210,12 @@ def _echo_table(rows: list[tuple[str, str]]) -> None:
         typer.echo(f"  {name.ljust(width)}  {value}")
 
 
-@app.command()
+# ---------------------------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def train(
     data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE' or 'npy:FILE'."),
@@ -90,18 +226,37 @@ def train(
     architecture: str = typer.Option("mlp", help="Encoder and mean decoder: 'mlp', or 'conv' for image data (idx:DIR, digits, npz with image_shape; H and W divisible by 4)."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (where the model trains)."),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Train the VAE with the RBF precision decoder (two stages) and save it into the run directory."""
     from lsg_graph.pipeline import train_run
 
-    summary = train_run(out, data, seed=seed, progress=not quiet, device=device, latent_dim=latent_dim, epochs=epochs,
+    show = _setup(threads, quiet)
+    summary = train_run(out, data, seed=seed, progress=show, device=device, latent_dim=latent_dim, epochs=epochs,
                         rbf_epochs=rbf_epochs, architecture=architecture)
     report = summary.report
-    typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
-    _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
-    if summary.removed_graph:
-        typer.echo(f"Removed the graph of the previous model; rebuild it with 'lsg-graph build --run {out}'.")
+    payload = {
+        "data": summary.data, "n_train": summary.n_train, "n_held_out": summary.n_held_out,
+        "stage1_loss": _first_last(report.stage1_losses), "stage2_loss": _first_last(report.stage2_losses),
+        "held_out_elbo": report.held_out_elbo, "seconds": report.seconds, "model": summary.model_path,
+        "removed_graph": summary.removed_graph,
+    }
+
+    def human() -> None:
+        typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
+        _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
+        if summary.removed_graph:
+            typer.echo(f"Removed the graph of the previous model; rebuild it with 'lsg-graph build --run {out}'.")
+
+    _emit(as_json, payload, human)
+
+
+def _first_last(values: Any) -> list[float]:
+    """[first, last] of a loss history ([] when the stage ran no epochs)."""
+    values = list(values)
+    return [values[0], values[-1]] if values else []
 
 
 def _train_rows(report: Any) -> list[tuple[str, str]]:
@@ -118,21 +273,29 @@ def _train_rows(report: Any) -> list[tuple[str, str]]:
     ]
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def evaluate(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     samples: int = typer.Option(256, help="Importance samples per point for the IWAE log-likelihood bound."),
     seed: int = typer.Option(0, help="Seed of the sampling."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    device: str = _device_option(),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Print the paper's claims for the run's model: sigma far from the data, and held-out log-likelihood."""
+    import dataclasses
+
     from lsg_graph.pipeline import evaluate_run
 
-    typer.echo(evaluate_run(run, n_samples=samples, seed=seed, device=device).to_table())
+    show = _setup(threads, quiet)
+    claims = evaluate_run(run, n_samples=samples, seed=seed, device=device, progress=show)
+    payload = {**dataclasses.asdict(claims), "claim_holds": claims.claim_holds}
+    _emit(as_json, payload, lambda: typer.echo(claims.to_table()))
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def build(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
@@ -140,134 +303,270 @@ def build(
     k: int = typer.Option(20, "--k", help="Neighbours per code (20: <= 2% median distance error on the analytic surfaces, see benchmarks/)."),
     nodes: int = typer.Option(8, help="Gauss-Legendre nodes per edge for the metric length."),
     backend: str = typer.Option("auto", help="kNN backend: 'auto', 'faiss', 'torch' or 'kdtree' ('auto': kdtree for d <= 16 on CPU, faiss-gpu or torch on CUDA)."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    device: str = _device_option(),
     candidates: int = typer.Option(1, help="Metric-aware neighbours: measure candidates*k Euclidean neighbours, keep the k shortest."),
     seed: int = typer.Option(0, help="Seed used if a model must be trained first."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
+    codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    train_if_missing: bool | None = typer.Option(None, "--train-if-missing/--no-train", help=TRAIN_HELP, show_default=False),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Build the latent graph (training the default model first if the run has none) and save it."""
     from lsg_graph.pipeline import build_run
 
-    summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates, seed=seed, progress=not quiet)
-    if summary.trained is not None:
-        typer.echo(f"Trained a model on {summary.trained.data} (no model was in {run}).")
-    typer.echo(f"Latent graph of {summary.n_points} codes (d = {summary.latent_dim}):")
-    rows = [
-        ("edges", f"{summary.n_edges}"),
-        ("components", f"{summary.n_components_before_bridging} before bridging, {summary.n_bridges} bridge(s) added"),
-    ]
-    rows += [(f"time {name.removesuffix('_s')}", f"{seconds:.2f} s") for name, seconds in summary.timings.items()]
-    rows.append(("saved", str(summary.graph_path)))
-    _echo_table(rows)
+    show = _setup(threads, quiet)
+    user = _user(decoder, codes, labels)
+    summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates, seed=seed,
+                        progress=show, user=user, train_if_missing=train_if_missing)
+    payload = {
+        "n_points": summary.n_points, "latent_dim": summary.latent_dim, "n_edges": summary.n_edges,
+        "n_components_before_bridging": summary.n_components_before_bridging, "n_bridges": summary.n_bridges,
+        "timings": summary.timings, "trained": None if summary.trained is None else summary.trained.data,
+        "decoder": decoder, "graph": summary.graph_path,
+    }
+
+    def human() -> None:
+        if summary.trained is not None:
+            typer.echo(f"Trained a model on {summary.trained.data} (no model was in {run}).")
+        source = f" from your decoder {decoder}" if decoder else ""
+        typer.echo(f"Latent graph of {summary.n_points} codes (d = {summary.latent_dim}){source}:")
+        rows = [
+            ("edges", f"{summary.n_edges}"),
+            ("components", f"{summary.n_components_before_bridging} before bridging, {summary.n_bridges} bridge(s) added"),
+        ]
+        rows += [(f"time {name.removesuffix('_s')}", f"{seconds:.2f} s") for name, seconds in summary.timings.items()]
+        rows.append(("saved", str(summary.graph_path)))
+        _echo_table(rows)
+
+    _emit(as_json, payload, human)
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def geodesic(
     source: str = typer.Option(..., "--from", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     target: str = typer.Option(..., "--to", help="End: a node index or latent coordinates."),
     refine: str = typer.Option("shooting", help="Refinement of the graph path: 'shooting', 'multiple_shooting', 'energy' or 'none'."),
+    max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
+    steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
+    segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
+    ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    device: str = _device_option(),
+    decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
+    codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Print the graph distance, the refined geodesic length, the Euclidean distance and the node path."""
     from lsg_graph.pipeline import geodesic_run, parse_point
 
-    summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device)
+    show = _setup(threads, quiet)
+    user = _user(decoder, codes, labels)
+    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
+                                               ("ridge", ridge)) if value is not None}
+    summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device,
+                           user=user, progress=show, refine_options=options)
     path, refined = summary.path, summary.refined
-    rows = [("graph length", f"{path.length:.6g}")]
+    payload: dict[str, Any] = {
+        "source": path.source, "target": path.target, "graph_length": path.length,
+        "euclidean_distance": path.euclidean_distance, "nodes": path.nodes, "refined": None, "saved": summary.saved,
+    }
     if refined is not None:
+        payload["refined"] = {
+            "length": refined.length, "improvement": refined.improvement, "converged": refined.converged,
+            "method": refined.method, "n_iter": refined.n_iter, "message": refined.message,
+        }
+
+    def human() -> None:
+        rows = [("graph length", f"{path.length:.6g}")]
+        if refined is not None:
+            rows += [
+                ("refined length", f"{refined.length:.6g} ({100 * refined.improvement:.2f}% shorter)"),
+                ("converged", f"{refined.converged} (method {refined.method}, {refined.n_iter} iterations)"),
+            ]
+            if refined.message:
+                rows.append(("note", _cli_names(refined.message)))
         rows += [
-            ("refined length", f"{refined.length:.6g} ({100 * refined.improvement:.2f}% shorter)"),
-            ("converged", f"{refined.converged} (method {refined.method}, {refined.n_iter} iterations)"),
+            ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
+            ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
         ]
-        if refined.message:
-            rows.append(("note", refined.message))
-    rows += [
-        ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
-        ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
-    ]
-    if summary.saved is not None:
-        rows.append(("saved", str(summary.saved)))
-    _echo_table(rows)
+        if summary.saved is not None:
+            rows.append(("saved", str(summary.saved)))
+        _echo_table(rows)
+
+    _emit(as_json, payload, human)
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def cluster(
     k: int = typer.Option(10, "--k", help="Number of clusters."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
     seed: int = typer.Option(0, help="Seed of the k-means++ initialisation."),
     n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means (the best inertia is kept)."),
-    no_figure: bool = typer.Option(False, "--no-figure", help="Do not write clusters.png."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Do not write clusters.png."),
+    dpi: int = typer.Option(100, help="Resolution of the figure (dots per inch)."),
+    device: str = _device_option(),
+    decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
+    codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    train_if_missing: bool | None = typer.Option(None, "--train-if-missing/--no-train", help=TRAIN_HELP, show_default=False),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Geodesic k-means of the run's codes next to Euclidean k-means; writes clusters.csv and clusters.png."""
     from lsg_graph.pipeline import cluster_run
 
-    summary = cluster_run(run, k, seed=seed, n_init=n_init, figure=not no_figure, device=device)
-    geodesic_result = summary.geodesic
-    typer.echo(f"{summary.n_clusters} clusters of {len(geodesic_result.labels)} codes "
-               f"({geodesic_result.n_iter} iterations, {geodesic_result.seconds:.2f} s):")
-    if geodesic_result.scores is not None:
-        names = list(geodesic_result.scores)
-        typer.echo("  " + "method".ljust(12) + "".join(name.rjust(12) for name in names))
-        for method, scores in (("geodesic", geodesic_result.scores), ("euclidean", summary.euclidean_scores)):
-            typer.echo("  " + method.ljust(12) + "".join(f"{scores[name]:12.3f}" for name in names))
-    rows = [("cluster sizes", " ".join(map(str, geodesic_result.cluster_sizes.tolist()))), ("labels", str(summary.labels_path))]
-    if summary.figure_path is not None:
-        rows.append(("figure", str(summary.figure_path)))
-    _echo_table(rows)
+    show = _setup(threads, quiet)
+    user = _user(decoder, codes, labels)
+    summary = cluster_run(run, k, seed=seed, n_init=n_init, figure=not no_figures, device=device, progress=show,
+                          user=user, train_if_missing=train_if_missing, dpi=dpi)
+    result = summary.geodesic
+    payload = {
+        "n_clusters": summary.n_clusters, "n_codes": len(result.labels), "n_iter": result.n_iter,
+        "seconds": result.seconds, "inertia": result.inertia,
+        "scores": {"geodesic": result.scores, "euclidean": summary.euclidean_scores},
+        "cluster_sizes": result.cluster_sizes, "labels": summary.labels_path, "figure": summary.figure_path,
+    }
+
+    def human() -> None:
+        typer.echo(f"{summary.n_clusters} clusters of {len(result.labels)} codes "
+                   f"({result.n_iter} iterations, {result.seconds:.2f} s):")
+        if result.scores is not None:
+            names = list(result.scores)
+            typer.echo("  " + "method".ljust(12) + "".join(name.rjust(12) for name in names))
+            for method, scores in (("geodesic", result.scores), ("euclidean", summary.euclidean_scores)):
+                typer.echo("  " + method.ljust(12) + "".join(f"{scores[name]:12.3f}" for name in names))
+        rows = [("cluster sizes", " ".join(map(str, result.cluster_sizes.tolist()))), ("labels", str(summary.labels_path))]
+        if summary.figure_path is not None:
+            rows.append(("figure", str(summary.figure_path)))
+        _echo_table(rows)
+
+    _emit(as_json, payload, human)
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def walk(
-    start: int = typer.Option(0, help="Index of the code the walkers start from."),
+    start: str = typer.Option("0", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     steps: int = typer.Option(100, help="Steps per walker."),
     kind: str = typer.Option("metric", help="'metric' (covariance s M^-1), 'euclidean' (s I) or 'brownian' (metric + drift)."),
-    step_size: float = typer.Option(1e-3, "--step-size", help="Step size s (latent units squared)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (a mean step of 1/20 of the codes' spread)."),
     walkers: int = typer.Option(8, help="Number of walkers."),
     seed: int = typer.Option(0, help="Seed of the walk noise."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
-    no_figures: bool = typer.Option(False, "--no-figures", help="Only write the trajectories."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Only write the trajectories."),
+    dpi: int = typer.Option(100, help="Resolution of the figures (dots per inch)."),
+    device: str = _device_option(),
+    decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
+    codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    train_if_missing: bool | None = typer.Option(None, "--train-if-missing/--no-train", help=TRAIN_HELP, show_default=False),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
     """Random walks in the latent space; writes trajectories (.npy), the walks on the map and decoded images (PNG)."""
-    from lsg_graph.pipeline import walk_run
+    from lsg_graph.pipeline import parse_point, walk_run
 
-    summary = walk_run(run, start, n_steps=steps, kind=kind, step_size=step_size, n_walkers=walkers, seed=seed,
-                       figures=not no_figures, device=device)
+    show = _setup(threads, quiet)
+    user = _user(decoder, codes, labels)
+    summary = walk_run(run, parse_point(start), n_steps=steps, kind=kind, step_size=step_size, n_walkers=walkers,
+                       seed=seed, figures=not no_figures, device=device, progress=show, user=user,
+                       train_if_missing=train_if_missing, dpi=dpi)
     result = summary.result
-    typer.echo(f"{result.n_walkers} {result.kind} walkers x {result.n_steps} steps from code {start}:")
-    rows = [
-        ("mean latent step", f"{result.mean_step_length:.4g}"),
-        ("held steps (singular M)", str(result.n_singular)),
-        ("trajectories", str(summary.trajectories_path)),
-    ]
-    rows += [(name, str(path)) for name, path in (("map", summary.map_path), ("image strip", summary.strip_path)) if path]
-    _echo_table(rows)
+    payload = {
+        "start": start, "kind": result.kind, "n_walkers": result.n_walkers, "n_steps": result.n_steps,
+        "step_size": result.step_size, "step_size_chosen": step_size is None,
+        "mean_step_length": result.mean_step_length, "n_singular": result.n_singular,
+        "trajectories": summary.trajectories_path, "map": summary.map_path, "strip": summary.strip_path,
+    }
+
+    def human() -> None:
+        chosen = " (chosen from the metric at the start)" if step_size is None else ""
+        typer.echo(f"{result.n_walkers} {result.kind} walkers x {result.n_steps} steps from {start}, "
+                   f"step size {result.step_size:.3g}{chosen}:")
+        rows = [
+            ("mean latent step", f"{result.mean_step_length:.4g}"),
+            ("held steps (singular M)", str(result.n_singular)),
+            ("trajectories", str(summary.trajectories_path)),
+        ]
+        rows += [(name, str(path)) for name, path in (("map", summary.map_path), ("image strip", summary.strip_path)) if path]
+        _echo_table(rows)
+
+    _emit(as_json, payload, human)
 
 
-@app.command()
+@app.command(context_settings=CONTEXT)
 @handle_errors
 def plot(
-    pairs: int = typer.Option(3, "--pairs", help="Number of seeded node pairs whose geodesics are drawn."),
-    refine: str = typer.Option("shooting", help="'shooting', 'multiple_shooting', 'energy' or 'none' (graph paths)."),
+    pairs: str = typer.Option("auto", "--pairs", help="'auto' (3 pairs where geodesic and straight line differ most), a count N (seeded random pairs), or pairs 'I:J,K:L' of node indices; with coordinates separate pairs by ';' ('0.1,0.2:5;3:40')."),
+    n_auto: int = typer.Option(3, "--n-auto", help="Number of pairs for --pairs auto."),
+    refine: str = typer.Option("shooting", help="'shooting', 'multiple_shooting', 'energy' or 'none' (graph paths, drawn as such)."),
+    max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
+    steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
+    segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
+    ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     seed: int = typer.Option(0, help="Seed of the pair choice."),
-    out: Path | None = typer.Option(None, help="PNG file (default RUN/magnification.png)."),
+    out: Path | None = typer.Option(None, help="Figure file (default RUN/magnification.FORMAT)."),
+    fmt: str = typer.Option("png", "--format", help="Figure format: 'png', 'svg' or 'pdf'."),
+    dpi: int = typer.Option(100, help="Resolution (dots per inch)."),
+    size: str = typer.Option("9x6", help="Figure size in inches, WIDTHxHEIGHT."),
+    no_strips: bool = typer.Option(False, "--no-strips", help="For image data: do not write the decoded image strips."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    device: str = _device_option(),
+    decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
+    codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
+    labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    train_if_missing: bool | None = typer.Option(None, "--train-if-missing/--no-train", help=TRAIN_HELP, show_default=False),
+    quiet: bool = _quiet_option(),
+    threads: int | None = _threads_option(),
+    as_json: bool = _json_option(),
 ) -> None:
-    """Draw the magnification factor log sqrt(det M) with the codes, geodesics and straight lines as a PNG."""
-    from lsg_graph.pipeline import plot_run
+    """Draw the magnification factor log sqrt(det M) with the codes, geodesics and straight lines."""
+    from lsg_graph.pipeline import parse_pairs, parse_size, plot_run
 
-    summary = plot_run(run, n_pairs=pairs, refine=refine, seed=seed, out=out, device=device)
-    for pair, result in zip(summary.pairs.tolist(), summary.geodesics or [None] * len(summary.pairs)):
-        detail = "" if result is None else f": geodesic {result.length:.4g} vs graph {result.graph_length:.4g} ({result.method})"
-        typer.echo(f"  pair {pair[0]} -> {pair[1]}{detail}")
-    typer.echo(f"Wrote {summary.path}")
+    show = _setup(threads, quiet)
+    user = _user(decoder, codes, labels)
+    chosen = parse_pairs(pairs)
+    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
+                                               ("ridge", ridge)) if value is not None}
+    summary = plot_run(
+        run, chosen if not isinstance(chosen, int) and chosen != "auto" else None,
+        n_pairs=n_auto if chosen == "auto" else chosen, auto=chosen == "auto", refine=refine, seed=seed, out=out,
+        device=device, progress=show, user=user, train_if_missing=train_if_missing, fmt=fmt, dpi=dpi,
+        size=parse_size(size), strips=not no_strips, refine_options=options,
+    )
+    rows = []
+    for index, pair in enumerate(summary.pairs.tolist()):
+        result = summary.geodesics[index] if summary.geodesics else None
+        rows.append({
+            "source": pair[0], "target": pair[1], "graph_length": summary.graph_lengths[index],
+            "straight_length": summary.straight_lengths[index],
+            "geodesic_length": None if result is None else result.length,
+            "method": "graph" if result is None else result.method,
+        })
+    payload = {"figure": summary.path, "strips": summary.strip_paths, "pairs": rows, "refine": refine}
+
+    def human() -> None:
+        for row in rows:
+            detail = f"straight {row['straight_length']:.4g}, graph {row['graph_length']:.4g}"
+            if row["geodesic_length"] is not None:
+                detail += f", geodesic {row['geodesic_length']:.4g} ({row['method']})"
+            typer.echo(f"  pair {row['source']} -> {row['target']}: {detail}")
+        typer.echo(f"Wrote {summary.path}")
+        for strip in summary.strip_paths:
+            typer.echo(f"Wrote {strip}")
+
+    _emit(as_json, payload, human)
 
 
 def main() -> None:

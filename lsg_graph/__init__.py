@@ -34,6 +34,8 @@ _EXPORTS = {
     "GeodesicDistance": "lsg_graph.distances",
     "geodesic_distances": "lsg_graph.distances",
     "random_walks": "lsg_graph.walks",
+    "set_threads": "lsg_graph._threads",
+    "default_threads": "lsg_graph._threads",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -41,6 +41,7 @@ from lsg_graph.distances import (
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
+from lsg_graph.progress import track
 
 INIT_METHODS = {
     "k-means++": "D^2 sampling with geodesic distances, one Dijkstra per chosen medoid",
@@ -272,6 +273,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         edges use 1, which is exact). candidates : metric-aware neighbour candidates, as in `build_latent_graph`.
     exact_medoid_size : clusters with at most this many members get the exact medoid (all members tried).
     n_medoid_candidates : members tried per larger cluster (half nearest its medoid, half nearest its mean code).
+    verbose : 0 (default) silent; > 0 shows the edge-weighting bar of the graph build and a bar over the n_init
+        runs on stderr.
 
     Attributes
     ----------
@@ -299,8 +302,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         candidates: int = 1,
         exact_medoid_size: int = 256,
         n_medoid_candidates: int = 16,
+        verbose: int = 0,
     ) -> None:
-        """Store the parameters (validated in fit)."""
+        """Store the parameters (validated in fit); verbose > 0 shows the graph build and the runs on stderr."""
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -315,6 +319,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.candidates = candidates
         self.exact_medoid_size = exact_medoid_size
         self.n_medoid_candidates = n_medoid_candidates
+        self.verbose = verbose
 
     # -------------------------------------------------------------------------------------------- fit
 
@@ -330,7 +335,10 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         init = self._check_init(space.n_points, n_clusters)
         rng = check_random_state(self.random_state)
         n_runs = 1 if not isinstance(init, str) else settings["n_init"]
-        runs = [_run(space, init, n_clusters, settings["max_iter"], settings["tol"], rng) for _ in range(n_runs)]
+        runs = [
+            _run(space, init, n_clusters, settings["max_iter"], settings["tol"], rng)
+            for _ in track(range(n_runs), "geodesic k-means runs", unit="run", show=bool(self.verbose))
+        ]
         best = min(runs, key=lambda run: run.inertia)
         self._set_fitted(space, best, graph_s)
         return self
@@ -387,6 +395,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             n_nodes=self.n_nodes,
             candidates=self.candidates,
             owner=OWNER,
+            verbose=self.verbose,
         )
         return _GraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates)
 
@@ -434,6 +443,19 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     def _n_features_out(self) -> int:
         """One output column per cluster."""
         return int(self.medoid_indices_.shape[0])
+
+    def save(self, path: Any) -> Any:
+        """Write the fitted estimator to the directory `path` (safetensors + JSON, no pickle); see lsg_graph.estimator_io."""
+        from lsg_graph.estimator_io import save_kmeans
+
+        return save_kmeans(self, path)
+
+    @classmethod
+    def load(cls, path: Any, decoder: Any = None) -> GeodesicKMeans:
+        """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        from lsg_graph.estimator_io import load_kmeans
+
+        return load_kmeans(cls, path, decoder)
 
     def __sklearn_tags__(self) -> Any:
         """Pairwise, non-negative input for metric="precomputed"; float64 output."""
@@ -544,10 +566,12 @@ def cluster_latent_graph(
     n_init: int = 1,
     max_iter: int = 100,
     random_state: int | None = 0,
+    verbose: int = 0,
 ) -> ClusterResult:
     """Geodesic k-medoids of a saved or built LatentGraph (the CLI's one call); scores when the graph has labels."""
     estimator = GeodesicKMeans(
-        n_clusters, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state, graph=graph
+        n_clusters, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state, graph=graph,
+        verbose=verbose,
     ).fit(graph.codes)
     scores = None if graph.labels is None else clustering_scores(graph.labels, estimator.labels_)
     return ClusterResult(

@@ -202,6 +202,14 @@ def _infer_latent_dim(obj: Any) -> int | None:
     return in_features if isinstance(obj, torch.nn.Module) else None
 
 
+def can_infer_latent_dim(obj: Any) -> bool:
+    """True if `as_decoder(obj)` can find the latent dimension without being told (attribute or first nn.Linear)."""
+    model_decoder = getattr(obj, "decoder", None)
+    if model_decoder is not None and _zero_argument_callable(model_decoder):
+        return True  # a model: as_decoder calls obj.decoder() and validates what it returns
+    return _infer_latent_dim(obj) is not None
+
+
 def _has_dims(obj: Any) -> bool:
     """True if obj carries integer latent_dim and output_dim attributes."""
     return all(isinstance(getattr(obj, name, None), int) for name in ("latent_dim", "output_dim"))

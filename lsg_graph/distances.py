@@ -83,6 +83,8 @@ def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
     if decoder is None:
         return PullbackMetric(EuclideanDecoder(latent_dim))
     metric = decoder if isinstance(decoder, PullbackMetric) else PullbackMetric(decoder)
+    if not metric.latent_dim_known:  # d from X (a copy: the estimator's parameter is not changed)
+        metric = PullbackMetric(metric._pending, metric.chunk_size, latent_dim=latent_dim)
     if metric.latent_dim != latent_dim:
         raise InvalidInput(
             f"The decoder expects latent codes of dimension {metric.latent_dim}; X has {latent_dim} columns."
@@ -99,6 +101,7 @@ def fit_graph(
     n_nodes: int,
     candidates: int,
     owner: str,
+    verbose: Any = 0,
 ) -> tuple[LatentGraph, PullbackMetric]:
     """The graph over `codes` (n, d), built (k = min(n_neighbors, n - 1)) or checked when given, and its edge metric."""
     metric = edge_metric(decoder, codes.shape[1])
@@ -115,7 +118,8 @@ def fit_graph(
         )
     k = min(n_neighbors, codes.shape[0] - 1)
     nodes = 1 if decoder is None else n_nodes  # one Gauss-Legendre node is exact for a constant metric
-    built = build_latent_graph(metric, codes, k=k, n_nodes=nodes, candidates=candidates, device="cpu")
+    built = build_latent_graph(metric, codes, k=k, n_nodes=nodes, candidates=candidates, device="cpu",
+                               progress=bool(verbose))
     return built, metric
 
 
@@ -207,7 +211,8 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     join new points in transform, so pass the one a prebuilt graph was built with.
     fit_transform(X) returns the training distances (n_train, n_train) (symmetric, zero diagonal);
     transform(X_new) returns (m, n_train), each new point joined to the graph as a leaf (see the module docs).
-    Distances are in the metric's length units (decoder output units), float64.
+    Distances are in the metric's length units (decoder output units), float64. verbose > 0 shows the edge-weighting
+    bar of fit on stderr.
     """
 
     def __init__(
@@ -218,13 +223,15 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         n_nodes: int = 8,
         candidates: int = 1,
         graph: LatentGraph | None = None,
+        verbose: int = 0,
     ) -> None:
-        """Store the parameters (validated in fit)."""
+        """Store the parameters (validated in fit); verbose > 0 shows the edge-weighting bar on stderr."""
         self.decoder = decoder
         self.n_neighbors = n_neighbors
         self.n_nodes = n_nodes
         self.candidates = candidates
         self.graph = graph
+        self.verbose = verbose
 
     def fit(self, X: Any, y: Any = None) -> GeodesicDistance:
         """Build (or check) the graph over the training codes X (n_train, d); y is ignored."""
@@ -238,6 +245,7 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             n_nodes=self.n_nodes,
             candidates=self.candidates,
             owner=type(self).__name__,
+            verbose=self.verbose,
         )
         self.n_train_ = int(X.shape[0])
         return self

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lsg_graph._validation import check_float, check_positive_int
-from lsg_graph.decoder import Decoder, as_decoder, decoder_device_dtype
+from lsg_graph.decoder import Decoder, as_decoder, can_infer_latent_dim, decoder_device_dtype
 from lsg_graph.errors import DecoderError, InvalidInput, LsgGraphError
 
 
@@ -55,10 +55,49 @@ class PullbackMetric:
     no `device`/`dtype` attributes) computes in the input's own device and floating dtype.
     """
 
-    def __init__(self, decoder: Decoder | Any, chunk_size: int = 65536) -> None:
-        """Wrap `decoder` (anything `as_decoder` accepts) and check it once on a few probe points."""
-        self.decoder = as_decoder(decoder)
+    def __init__(self, decoder: Decoder | Any, chunk_size: int = 65536, latent_dim: int | None = None) -> None:
+        """Wrap `decoder` (anything `as_decoder` accepts) and check it once on a few probe points.
+
+        `latent_dim` is the number of columns d of the latent codes. When it is None and the decoder does not say
+        (a `latent_dim` attribute, or a first `nn.Linear`), d is taken from the first points the metric sees
+        (`bind_latent_dim`, which `build_latent_graph` and the estimators call with their codes), and the decoder is
+        wrapped and probed then.
+        """
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        if latent_dim is not None:
+            latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self._pending: Any = None
+        if latent_dim is None and not can_infer_latent_dim(decoder):
+            if not callable(decoder):
+                as_decoder(decoder)  # raises the error for a non-callable
+            self._pending = decoder  # wrapped and probed by bind_latent_dim once d is known
+        else:
+            self.decoder = as_decoder(decoder, latent_dim)
+
+    def __getattr__(self, name: str) -> Any:
+        """`decoder` of a metric whose latent dimension is not known yet: a clear error (AttributeError otherwise)."""
+        if name == "decoder" and self.__dict__.get("_pending") is not None:
+            raise InvalidInput(
+                f"The latent dimension of the decoder {type(self._pending).__name__} is not known yet; pass "
+                "PullbackMetric(decoder, latent_dim=d) or call the metric on codes (n, d) first."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def latent_dim_known(self) -> bool:
+        """False until the latent dimension is known (given, inferred from the decoder, or bound from data)."""
+        return self.__dict__.get("_pending") is None
+
+    def bind_latent_dim(self, latent_dim: int) -> PullbackMetric:
+        """Fix the latent dimension d of a metric created without one (wrap and probe the decoder); return self.
+
+        A metric whose dimension is already known is returned unchanged; `latent_dim` is not checked against it
+        here (the methods and `check_codes` report a mismatch with the offending array's shape).
+        """
+        if self._pending is not None:
+            self.decoder = as_decoder(self._pending, check_positive_int(latent_dim, "latent_dim"))
+            self._pending = None
+        return self
 
     @property
     def latent_dim(self) -> int:
@@ -82,6 +121,8 @@ class PullbackMetric:
 
     def __repr__(self) -> str:
         """Short description."""
+        if self._pending is not None:
+            return f"PullbackMetric(latent_dim=None, chunk_size={self.chunk_size})"
         return (
             f"PullbackMetric(latent_dim={self.latent_dim}, output_dim={self.output_dim}, chunk_size={self.chunk_size})"
         )
@@ -99,6 +140,8 @@ class PullbackMetric:
                 raise InvalidInput(f"{name} could not be read as an array: {exc}") from exc
         if values.is_complex() or values.dtype == torch.bool:
             raise InvalidInput(f"{name} must hold real numbers; got dtype {values.dtype}.")
+        if self._pending is not None and values.ndim >= min_ndim:
+            self.bind_latent_dim(values.shape[-1])
         device, dtype = self.device, self.dtype
         if like is not None:
             device, dtype = device or like.device, dtype or like.dtype

@@ -24,6 +24,7 @@ from lsg_graph.errors import ArtifactError, InvalidInput, ResourceLimitError, St
 from lsg_graph.graph.knn import BACKEND_CHOICES
 from lsg_graph.graph.latent_graph import DEFAULT_K, GRAPH_FILE, LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.user_model import UserModel
 from lsg_graph.vae import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 
 DEFAULT_RUN_DIR = "lsg-out"
@@ -213,25 +214,32 @@ def load_model(run_dir: str | Path, device: str = "auto") -> VAE:
 
 
 def evaluate_run(
-    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto"
+    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto",
+    progress: bool = False,
 ) -> PaperClaims:
     """The paper's claims (sigma extrapolation, held-out IWAE log-likelihood) for the run's model, on `device`."""
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_positive_int
 
     n_samples = check_positive_int(n_samples, "n_samples")
     seed = check_random_state(seed)
     vae = load_model(run_dir, device)
     data, split_seed = run_data_spec(run_dir, vae)
-    dataset = load_dataset(data)
-    _check_data_matches(vae, dataset, data)
-    train_idx, held_idx = _split(dataset, split_seed)
-    n_params = _n_params(vae)
-    check_request(
-        "evaluate", 2 * len(held_idx) * n_samples * n_params, f"--samples {n_samples}",
-        memory=32 * n_samples * vae.input_dim * 4, hint="lower --samples", device=resolve_device(device),
-    )
-    codes = _checked_codes(vae, dataset.images[train_idx], data)
-    return paper_claims(vae, dataset.images[held_idx], codes, n_samples=n_samples, seed=seed)
+    with _progress.stage("load and encode the data", total=1, unit="step", show=progress) as bar:
+        dataset = load_dataset(data)
+        _check_data_matches(vae, dataset, data)
+        train_idx, held_idx = _split(dataset, split_seed)
+        n_params = _n_params(vae)
+        check_request(
+            "evaluate", 2 * len(held_idx) * n_samples * n_params, f"--samples {n_samples}",
+            memory=32 * n_samples * vae.input_dim * 4, hint="lower --samples", device=resolve_device(device),
+        )
+        codes = _checked_codes(vae, dataset.images[train_idx], data)
+        bar.update(1)
+    with _progress.stage(f"sigma extrapolation and IWAE-{n_samples} bound", total=1, unit="step", show=progress) as bar:
+        claims = paper_claims(vae, dataset.images[held_idx], codes, n_samples=n_samples, seed=seed)
+        bar.update(1)
+    return claims
 
 
 def build_run(
@@ -246,6 +254,8 @@ def build_run(
     seed: int = 0,
     variance: str = "rbf",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
 ) -> BuildSummary:
     """Train the model if the run has none, encode the data, build the latent graph and save it.
 
@@ -253,6 +263,10 @@ def build_run(
     encodes, so a graph that no longer matches its model is detected on load. The run's writer lock is held
     throughout (a concurrent train or build is refused) and the graph lands with its manifest entry in one
     transaction.
+
+    With `user` (a decoder and codes of the user's own, `lsg_graph.user_model`) no model is trained or loaded: the
+    graph is built over the user's codes with the user's decoder. `train_if_missing`: train the default model when
+    the run has none (None: only in the default run directory, so that a mistyped run directory is refused).
     """
     from lsg_graph._validation import check_positive_int
 
@@ -268,8 +282,14 @@ def build_run(
     trained = None
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if user is not None:
+        return build_user_run(run_dir, user, k=k, n_nodes=n_nodes, backend=backend, device=device,
+                              candidates=candidates, progress=progress)
+    if not (run_dir / MODEL_FILE).exists():
+        check_may_train(run_dir, train_if_missing)  # before the lock creates the directory: "does not exist" stays true
     with _io.run_lock(run_dir):
         if not (run_dir / MODEL_FILE).exists():
+            check_may_train(run_dir, train_if_missing)
             trained = train_run(run_dir, data or "digits", seed=seed, progress=progress, device=device)
             timings["train_s"] = time.perf_counter() - started
         torch_device = resolve_device(device)
@@ -406,6 +426,69 @@ def check_request(
         )
 
 
+def check_may_train(run_dir: Path, train_if_missing: bool | None) -> None:
+    """Refuse to train a model into a run directory that has none unless asked (or it is the default run directory)."""
+    if train_if_missing is None:
+        train_if_missing = Path(run_dir) == Path(DEFAULT_RUN_DIR)
+    if not train_if_missing:
+        what = "does not exist" if not Path(run_dir).exists() else f"has no model ({MODEL_FILE})"
+        raise ArtifactError(
+            f"The run directory {str(run_dir)!r} {what}. Check --run, train one with 'lsg-graph train --run {run_dir}', "
+            "pass --train-if-missing to train the default digits model there, or use your own model with --decoder "
+            "and --codes."
+        )
+
+
+def build_user_run(
+    run_dir: str | Path,
+    user: UserModel,
+    *,
+    k: int = DEFAULT_K,
+    n_nodes: int = 8,
+    backend: str = "auto",
+    device: str = "auto",
+    candidates: int = 1,
+    progress: bool = True,
+) -> BuildSummary:
+    """Build the latent graph over a user's codes with the user's decoder (no model of ours) and save it.
+
+    The graph records the decoder spec and the sha256 of the codes (what `ensure_graph` matches a later --decoder
+    and --codes against); the run's writer lock is held throughout and the graph lands in one transaction.
+    """
+    run_dir = check_run_dir(run_dir)
+    torch_device = resolve_device(device)
+    metric = user.metric(None if device == "auto" else str(torch_device))
+    n_points = len(user.codes)
+    n_edges = n_points * min(k, max(n_points - 1, 1)) * candidates
+    check_request(
+        "build", 2 * (metric.latent_dim + 1) * n_edges * n_nodes * _decoder_params(metric),
+        f"{n_points} codes, --k {k}, --nodes {n_nodes}, --candidates {candidates}",
+        memory=64 * n_edges + 8 * n_nodes * metric.output_dim * 64,
+        hint="lower --nodes, --k or --candidates", device=torch_device,
+    )
+    with _io.run_lock(run_dir):
+        graph = build_latent_graph(
+            metric, user.codes, user.labels, k=k, n_nodes=n_nodes, backend=backend, device=str(torch_device),
+            candidates=candidates, progress=progress,
+        )
+        graph.params.update({"decoder": user.spec, "codes": str(user.codes_path), "codes_sha256": user.digest})
+        timings = dict(graph.params.get("timings", {}))
+        started = time.perf_counter()
+        path = graph.save(run_dir)
+        timings["save_s"] = time.perf_counter() - started
+    return BuildSummary(
+        graph.n_points, graph.latent_dim, graph.n_edges, graph.params["n_components_before_bridging"],
+        graph.params["n_bridges"], timings, None, path,
+    )
+
+
+def _decoder_params(metric: PullbackMetric) -> int:
+    """Number of parameters of a metric's decoder (a proxy for one evaluation's cost; 1e5 for a plain callable)."""
+    decoder = metric.decoder
+    return int(sum(parameter.numel() for parameter in decoder.parameters())) if hasattr(decoder, "parameters") \
+        else 10**5
+
+
 def load_graph(run_dir: str | Path = DEFAULT_RUN_DIR) -> LatentGraph:
     """Load the latent graph of a run directory, checking it was built from the run's current model.
 
@@ -438,8 +521,15 @@ def model_checksum(run_dir: str | Path) -> str:
 
 
 def check_graph_binding(run_dir: str | Path, graph: LatentGraph, checksum: str | None = None) -> None:
-    """Raise StaleArtifactError unless `graph` records the sha256 of the run's model file (`checksum` if known)."""
+    """Raise StaleArtifactError unless `graph` records the sha256 of the run's model file (`checksum` if known).
+
+    A graph built with the user's own decoder (`build_user_run`: params 'decoder' and 'codes_sha256') is bound to
+    no model of the run; `ensure_graph` matches it against the --decoder and --codes given, and `load_metric`
+    refuses it without them.
+    """
     run_dir = Path(run_dir)
+    if graph.params.get("decoder"):
+        return
     recorded = graph.params.get("model_sha256")
     rebuild = f"rebuild it with 'lsg-graph build --run {run_dir}'"
     if recorded is None:
@@ -461,9 +551,20 @@ def check_graph_binding(run_dir: str | Path, graph: LatentGraph, checksum: str |
         )
 
 
-def load_metric(run_dir: str | Path, graph: LatentGraph, device: str = "auto") -> PullbackMetric:
+def load_metric(
+    run_dir: str | Path, graph: LatentGraph, device: str = "auto", user: UserModel | None = None
+) -> PullbackMetric:
     """The pullback metric of the run's decoder (the variance the graph was built with), checked against the graph:
-    the model must be the one the graph records and have the graph's latent dimension."""
+    the model must be the one the graph records and have the graph's latent dimension. With `user`: the metric of
+    the user's decoder."""
+    if user is not None:
+        return user.metric(None if device == "auto" else str(resolve_device(device)))
+    spec = graph.params.get("decoder")
+    if spec:
+        raise ArtifactError(
+            f"The graph in {str(run_dir)!r} was built with your decoder {spec!r}; pass --decoder {spec} --codes "
+            f"{graph.params.get('codes', 'CODES')} again (a factory is imported and run only when you ask for it)."
+        )
     vae = load_model(run_dir, device)
     check_graph_binding(run_dir, graph, vae.checksum)
     if vae.latent_dim != graph.latent_dim:
@@ -509,20 +610,35 @@ def parse_point(text: str) -> int | np.ndarray:
     return point
 
 
-def ensure_graph(run_dir: str | Path, device: str = "auto", progress: bool = True) -> tuple[LatentGraph, BuildSummary | None]:
-    """The run's graph, building it (and training the default model first when the run has none) when the run has
-    none, or rebuilding it with its own build parameters (and a warning) when it no longer matches the run's model."""
+def ensure_graph(
+    run_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+) -> tuple[LatentGraph, BuildSummary | None]:
+    """The run's graph, building it (and training the default model first when the run has none, see `build_run`)
+    when the run has none, or rebuilding it with its own build parameters (and a warning) when it no longer matches
+    the run's model.
+
+    With `user`, a saved graph is used only if it was built from the same decoder spec and codes; else it is rebuilt.
+    """
     kept: dict[str, Any] = {}
     if (Path(run_dir) / GRAPH_FILE).exists():
         with _io.run_read_lock(run_dir):
             graph = LatentGraph.load(run_dir)
-            try:
-                check_graph_binding(run_dir, graph)
-                return graph, None
-            except StaleArtifactError as exc:
-                warnings.warn(f"{exc} Rebuilding it now.", UserWarning, stacklevel=2)
-        kept = {name: graph.params[name] for name in ("k", "n_nodes", "candidates", "variance") if name in graph.params}
-    summary = build_run(run_dir, device=device, progress=progress, **kept)
+            if user is not None:
+                if graph.params.get("decoder") == user.spec and graph.params.get("codes_sha256") == user.digest:
+                    return graph, None
+            else:
+                try:
+                    check_graph_binding(run_dir, graph)
+                    return graph, None
+                except StaleArtifactError as exc:
+                    warnings.warn(f"{exc} Rebuilding it now.", UserWarning, stacklevel=2)
+        if user is None:
+            kept = {name: graph.params[name] for name in ("k", "n_nodes", "candidates", "variance") if name in graph.params}
+    summary = build_run(run_dir, device=device, progress=progress, user=user, train_if_missing=train_if_missing, **kept)
     return load_graph(run_dir), summary
 
 
@@ -552,6 +668,45 @@ def save_curve(path: str | Path, points: np.ndarray) -> Path:
     return path
 
 
+def _check_coordinates(point: np.ndarray, name: str, latent_dim: int) -> np.ndarray:
+    """One latent point (d,) checked: finite, of the graph's dimension and within +-MAX_COORDINATE."""
+    point = check_codes(np.asarray(point)[None, :], name, latent_dim=latent_dim)[0]
+    if not np.all(np.abs(point) <= MAX_COORDINATE):
+        raise InvalidInput(f"Coordinates must lie within +-{MAX_COORDINATE:g} latent units; got {point.tolist()}.")
+    return point
+
+
+def attach_points(
+    run_dir: str | Path,
+    graph: LatentGraph,
+    points: list[int | np.ndarray],
+    device: str = "auto",
+    user: UserModel | None = None,
+    metric: PullbackMetric | None = None,
+) -> tuple[LatentGraph, list[int], PullbackMetric | None]:
+    """Node ids for node indices or latent coordinates; coordinates are attached to (a copy of) the graph.
+
+    Returns the graph (with the attached nodes), the ids, and the metric when it had to be loaded for attaching.
+    """
+    coordinates = []  # node indices are checked where they are used (named 'source', 'target', ...)
+    for point in points:
+        if not isinstance(point, (int, np.integer)):
+            coordinates.append(_check_coordinates(np.asarray(point), "coordinates", graph.latent_dim))
+    if not coordinates:
+        return graph, [int(point) for point in points], metric
+    metric = metric or load_metric(run_dir, graph, device, user)
+    unique = np.unique(np.vstack(coordinates), axis=0)
+    attached = graph.attach(unique, metric)
+    ids = []
+    for point in points:
+        if isinstance(point, (int, np.integer)):
+            ids.append(int(point))
+        else:
+            row = int(np.flatnonzero((unique == np.asarray(point, dtype=np.float64)).all(axis=1))[0])
+            ids.append(graph.n_points + row)
+    return attached, ids, metric
+
+
 def geodesic_run(
     run_dir: str | Path,
     source: int | np.ndarray,
@@ -559,32 +714,29 @@ def geodesic_run(
     refine: str = "shooting",
     out: str | Path | None = None,
     device: str = "auto",
+    user: UserModel | None = None,
+    progress: bool = True,
+    refine_options: dict[str, Any] | None = None,
 ) -> GeodesicSummary:
-    """Graph path between two nodes or latent points, refined by `refine` ('shooting', 'energy' or 'none')."""
+    """Graph path between two nodes or latent points, refined by `refine` ('shooting', 'energy' or 'none').
+
+    refine_options: keyword arguments of `refine_path` (max_iter, n_steps, n_segments, ...).
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice
     from lsg_graph.geodesics.refine import REFINE_METHODS, refine_path
     from lsg_graph.geodesics.shortest import shortest_path
 
     check_choice(refine, "refinement method", REFINE_METHODS)
-    graph = load_graph(run_dir)
-    metric = None
-    endpoints: list[int] = []
-    points = [point for point in (source, target) if not isinstance(point, int)]
-    if points:
-        for point in points:
-            check_codes(point[None, :], "coordinates", latent_dim=graph.latent_dim)
-            if not np.all(np.abs(point) <= MAX_COORDINATE):
-                raise InvalidInput(f"Coordinates must lie within +-{MAX_COORDINATE:g} latent units; got {point.tolist()}.")
-        metric = load_metric(run_dir, graph, device)
-        new_ids = iter(range(graph.n_points, graph.n_points + len(points)))
-        graph = graph.attach(np.vstack(points), metric)
-    for point in (source, target):
-        endpoints.append(point if isinstance(point, int) else next(new_ids))
+    graph = load_graph(run_dir) if user is None else ensure_graph(run_dir, device, progress, user)[0]
+    graph, endpoints, metric = attach_points(run_dir, graph, [source, target], device, user)
     path = shortest_path(graph, endpoints[0], endpoints[1])
     refined = None
     if refine != "none":
-        metric = metric or load_metric(run_dir, graph, device)
-        refined = refine_path(metric, path, method=refine)
+        metric = metric or load_metric(run_dir, graph, device, user)
+        with _progress.stage(f"refine geodesic ({refine})", total=1, unit="curve", show=progress) as bar:
+            refined = refine_path(metric, path, method=refine, **(refine_options or {}))
+            bar.update(1)
     curve = refined.points if refined is not None else path.points
     saved = save_curve(out, curve) if out is not None else None
     return GeodesicSummary(path, refined, saved)
@@ -612,23 +764,32 @@ def cluster_run(
     figure: bool = True,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    dpi: int = 100,
 ) -> ClusterSummary:
-    """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png."""
+    """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png.
+
+    The figure has a panel per clustering (geodesic, Euclidean) and one of the true labels when the codes have them.
+    """
     from sklearn.cluster import KMeans
 
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_int, check_positive_int
     from lsg_graph.cluster import cluster_latent_graph, clustering_scores
 
     seed = check_random_state(seed)
     n_init = check_positive_int(n_init, "n_init")
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1)
-    graph, built = ensure_graph(run_dir, device, progress)
+    graph, built = ensure_graph(run_dir, device, progress, user, train_if_missing)
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1, maximum=graph.n_points)
     check_request(
         "cluster", 100.0 * n_init * 100 * n_clusters * (graph.n_edges + graph.n_points * math.log2(graph.n_points + 1)),
         f"--k {n_clusters} --n-init {n_init} on {graph.n_points} codes", hint="lower --n-init or --k",
     )
-    result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed)
+    with _progress.stage(f"geodesic k-means (k = {n_clusters})", total=1, unit="fit", show=progress) as bar:
+        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed, verbose=int(progress and n_init > 1))
+        bar.update(1)
     euclidean = KMeans(n_clusters, n_init=10, random_state=seed).fit(graph.codes).labels_.astype(np.int64)
     euclidean_scores = None if graph.labels is None else clustering_scores(graph.labels, euclidean)
     labels_path = Path(run_dir) / "clusters.csv"
@@ -640,14 +801,25 @@ def cluster_run(
     with _io.atomic_path(labels_path) as temp:
         np.savetxt(temp, np.column_stack(columns), fmt="%d", delimiter=",", header=header, comments="")
     figure_path = None
-    if figure:
-        from lsg_graph.plot import plot_clusters
+    if figure and graph.latent_dim >= 2:
+        from lsg_graph.plot import ClusterPanel, plot_cluster_comparison
 
-        metric = load_metric(run_dir, graph, device) if graph.latent_dim >= 2 else None
-        figure_path = plot_clusters(
-            graph.codes, result.labels, result.medoid_indices, out=Path(run_dir) / "clusters.png", metric=metric,
-            title=f"Geodesic k-means, {n_clusters} clusters",
-        )
+        def score(scores: dict[str, float] | None) -> str:
+            return "" if scores is None else f" (ARI {scores['ari']:.2f}, NMI {scores['nmi']:.2f})"
+
+        panels = [
+            ClusterPanel(f"geodesic k-means{score(result.scores)}", result.labels, result.medoid_indices),
+            ClusterPanel(f"Euclidean k-means{score(euclidean_scores)}", euclidean),
+        ]
+        if graph.labels is not None:
+            panels.append(ClusterPanel("true labels", graph.labels, palette="labels"))
+        with _progress.stage("cluster figure", total=1, unit="figure", show=progress) as bar:
+            metric = load_metric(run_dir, graph, device, user)
+            figure_path = plot_cluster_comparison(
+                graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
+                title=f"{n_clusters} clusters of {graph.n_points} codes",
+            )
+            bar.update(1)
     return ClusterSummary(n_clusters, result, euclidean, euclidean_scores, labels_path, figure_path, built)
 
 
@@ -661,20 +833,49 @@ class WalkSummary:
     map_path: Path | None
 
 
+WALK_SPREAD_FRACTION = 0.5  # default step: the walk's expected displacement after n_steps is this much of the spread
+
+
+def default_step_size(
+    metric: PullbackMetric, start: np.ndarray, codes: np.ndarray, kind: str, n_steps: int, seed: int = 0
+) -> float:
+    """A step size s from the metric's scale at `start`: mean latent step = 0.5 * spread / sqrt(n_steps).
+
+    spread is the median distance of the codes from their mean, so that a walk of n_steps steps (displacement about
+    sqrt(n_steps) mean steps) moves about half of it: far enough for the decoded images to change, near enough to
+    stay on the map. The covariance s M(start)^-1 is calibrated by one pilot walk (`matched_step_sizes`).
+    """
+    from lsg_graph.walks import matched_step_sizes
+
+    spread = float(np.median(np.linalg.norm(codes - codes.mean(axis=0), axis=1))) or 1.0
+    target = WALK_SPREAD_FRACTION * spread / np.sqrt(n_steps)
+    sizes = matched_step_sizes(metric, start[None, :], target, kinds=(kind,), n_steps=min(n_steps, 20), n_rounds=2,
+                               seed=seed)
+    return float(sizes[kind])
+
+
 def walk_run(
     run_dir: str | Path = DEFAULT_RUN_DIR,
-    start: int = 0,
+    start: int | np.ndarray = 0,
     *,
     n_steps: int = 100,
     kind: str = "metric",
-    step_size: float = 1e-3,
+    step_size: float | None = None,
     n_walkers: int = 8,
     seed: int = 0,
     figures: bool = True,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    dpi: int = 100,
 ) -> WalkSummary:
-    """Random walks of `kind` from code `start`; writes walks.npy (w, n_steps + 1, d) and PNG figures."""
+    """Random walks of `kind` from a code index or latent point `start`; writes walks_KIND.npy and figures.
+
+    step_size None: chosen from the metric's scale at the start (`default_step_size`). The image strip shows every
+    walker (one row each) at 11 evenly spaced steps.
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice, check_index, check_positive_int
     from lsg_graph.walks import WALK_KINDS, random_walks
 
@@ -682,20 +883,29 @@ def walk_run(
     n_walkers = check_positive_int(n_walkers, "walkers")
     n_steps = check_positive_int(n_steps, "n_steps")
     seed = check_random_state(seed)
-    graph, _ = ensure_graph(run_dir, device, progress)
-    start = check_index(start, "start", graph.n_points)
-    metric = load_metric(run_dir, graph, device)
-    n_params = int(sum(parameter.numel() for parameter in metric.decoder.parameters())) if hasattr(
-        metric.decoder, "parameters") else 10**5
+    graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
+    if isinstance(start, (int, np.integer)):
+        start_point = graph.codes[check_index(int(start), "start", graph.n_points)]
+        start_name = f"code {int(start)}"
+    else:
+        start_point = _check_coordinates(np.asarray(start), "start", graph.latent_dim)
+        start_name = "(" + ", ".join(f"{value:.3g}" for value in start_point) + ")"
+    metric = load_metric(run_dir, graph, device, user)
     width = getattr(metric.decoder, "output_dim", None) or 2 * graph.latent_dim
     check_request(
-        "walk", n_steps * (WALK_STEP_WORK + 2.0 * n_walkers * (graph.latent_dim + 1) ** 2 * n_params),
+        "walk", n_steps * (WALK_STEP_WORK + 2.0 * n_walkers * (graph.latent_dim + 1) ** 2 * _decoder_params(metric)),
         f"--walkers {n_walkers} --steps {n_steps}",
         memory=n_walkers * (n_steps + 1) * (8 * graph.latent_dim + (4 * width if figures else 0)),
         hint="lower --walkers or --steps", device=metric.device,
     )
-    starts = np.repeat(graph.codes[start : start + 1], n_walkers, axis=0)
-    result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
+    if step_size is None:
+        with _progress.stage("choose the step size", total=1, unit="pilot", show=progress) as bar:
+            step_size = default_step_size(metric, start_point, graph.codes, kind, n_steps, seed)
+            bar.update(1)
+    starts = np.repeat(start_point[None, :], n_walkers, axis=0)
+    with _progress.stage(f"{kind} walks ({n_walkers} x {n_steps} steps)", total=1, unit="run", show=progress) as bar:
+        result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
+        bar.update(1)
     run_dir = Path(run_dir)
     trajectories_path = run_dir / f"walks_{kind}.npy"
     with _io.atomic_path(trajectories_path) as temp, open(temp, "wb") as stream:
@@ -706,17 +916,17 @@ def walk_run(
 
         if graph.latent_dim >= 2:
             map_path = plot_magnification(
-                metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png",
-                title=f"{kind} random walks from code {start}",
+                metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png", dpi=dpi,
+                title=f"{n_walkers} {kind} random walks from {start_name}, step size {step_size:.3g}",
             )
         image_shape = _image_shape(run_dir, result.decoded_means.shape[-1])
         if image_shape is not None:
             every = max(1, n_steps // 10)
-            rows = min(n_walkers, 4)
+            columns = list(range(0, n_steps + 1, every))
             strip_path = plot_image_strip(
-                result.decoded_means[:rows, ::every], image_shape, out=run_dir / f"walks_{kind}_strip.png",
-                titles=[f"walker {row}" for row in range(rows)],
-                column_titles=[f"step {step}" for step in range(0, n_steps + 1, every)],
+                result.decoded_means[:, columns], image_shape, out=run_dir / f"walks_{kind}_strip.png",
+                titles=[f"walker {row}" for row in range(n_walkers)],
+                column_titles=[f"step {step}" for step in columns], cell_inches=1.0 if n_walkers <= 8 else 0.6,
             )
     return WalkSummary(result, trajectories_path, strip_path, map_path)
 
@@ -729,11 +939,54 @@ def _image_shape(run_dir: Path, n_features: int) -> tuple[int, ...] | None:
 
 @dataclass
 class PlotSummary:
-    """The magnification map and the geodesics drawn on it."""
+    """The magnification map, the pairs drawn on it (node ids; attached points have ids >= n) and their lengths."""
 
     path: Path
     pairs: np.ndarray
     geodesics: list[Any]
+    graph_lengths: list[float] = field(default_factory=list)
+    straight_lengths: list[float] = field(default_factory=list)
+    strip_paths: list[Path] = field(default_factory=list)
+
+
+STRAIGHT_POINTS = 257  # points of the polyline that measures a straight segment's metric length
+STRIP_POINTS = 10  # decoded images along each curve in the strips
+
+
+def straight_lengths(metric: PullbackMetric, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Metric lengths (k,) of the straight segments starts[i] -> ends[i], by the midpoint rule on 256 pieces."""
+    t = np.linspace(0.0, 1.0, STRAIGHT_POINTS)[None, :, None]
+    lines = starts[:, None, :] + t * (ends - starts)[:, None, :]
+    with torch.no_grad():
+        return metric.curve_length(torch.from_numpy(lines)).to(torch.float64).cpu().numpy()
+
+
+def auto_pairs(graph: LatentGraph, metric: PullbackMetric, n_pairs: int, seed: int = 0, n_candidates: int = 40) -> np.ndarray:
+    """Node pairs whose straight segment is longest relative to the graph path (where geodesics bend the most).
+
+    Among `n_candidates` seeded far pairs (different labels when labelled), the score is straight metric length /
+    graph length (the graph length bounds the geodesic from above, so the score bounds straight / geodesic from
+    below); the n_pairs best with no shared end point are kept.
+    """
+    from lsg_graph.geodesics.shortest import shortest_paths
+
+    candidates = _far_pairs(graph, max(n_candidates, n_pairs), seed)
+    if not len(candidates):
+        return candidates
+    lengths = np.array([path.length for path in shortest_paths(graph, candidates)])
+    straight = straight_lengths(metric, graph.codes[candidates[:, 0]], graph.codes[candidates[:, 1]])
+    score = straight / np.maximum(lengths, np.finfo(float).tiny)
+    chosen: list[int] = []
+    used: set[int] = set()
+    for index in np.argsort(-score, kind="stable"):
+        a, b = (int(node) for node in candidates[index])
+        if a in used or b in used:
+            continue
+        chosen.append(int(index))
+        used.update((a, b))
+        if len(chosen) == n_pairs:
+            break
+    return candidates[chosen]
 
 
 def plot_run(
@@ -741,48 +994,146 @@ def plot_run(
     pairs: Any = None,
     *,
     n_pairs: int = 3,
+    auto: bool = False,
     refine: str = "shooting",
     seed: int = 0,
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = True,
+    user: UserModel | None = None,
+    train_if_missing: bool | None = None,
+    fmt: str = "png",
+    dpi: int = 100,
+    size: tuple[float, float] | None = None,
+    strips: bool = True,
+    refine_options: dict[str, Any] | None = None,
 ) -> PlotSummary:
-    """The magnification map log sqrt(det M) with codes, geodesics and straight lines between node pairs, as PNG."""
+    """The magnification map log sqrt(det M) with codes, geodesics and straight segments between pairs.
+
+    pairs: (source, target) items, each a node index or latent coordinates (attached to the graph); None: n_pairs
+    pairs, chosen by `auto_pairs` when `auto`, else seeded random far pairs. refine 'none' draws the graph paths and
+    calls them so. For image data a strip of decoded images along each curve and its straight segment is written
+    beside the map (RUN/magnification_strips.png). fmt: 'png', 'svg' or 'pdf' (when `out` is None).
+    """
+    from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice, check_positive_int
     from lsg_graph.geodesics.refine import REFINE_METHODS, refine_geodesics
     from lsg_graph.geodesics.shortest import shortest_paths
-    from lsg_graph.plot import plot_magnification
+    from lsg_graph.plot import FORMATS, plot_curve_strips, plot_magnification
+    from lsg_graph.walks import decode_means
 
     check_choice(refine, "refinement method", REFINE_METHODS)
+    check_choice(fmt, "figure format", {name: name for name in FORMATS})
     seed = check_random_state(seed)
     if pairs is None:
         n_pairs = check_positive_int(n_pairs, "n_pairs")
-    graph, _ = ensure_graph(run_dir, device, progress)
-    metric = load_metric(run_dir, graph, device)
+    graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
+    metric = load_metric(run_dir, graph, device, user)
+    base = graph  # the codes drawn (attached points are not codes)
     if pairs is None:
         n_possible = graph.n_points * (graph.n_points - 1) // 2
         if n_pairs > n_possible:
             raise InvalidInput(f"The 'n_pairs' parameter must be <= {n_possible}, the node pairs of the graph; got {n_pairs}.")
-        n_params = int(sum(parameter.numel() for parameter in metric.decoder.parameters())) if hasattr(
-            metric.decoder, "parameters") else 10**5
-        check_request(
-            "plot", 0.0 if refine == "none" else n_pairs * (REFINE_PAIR_WORK + 2.0 * 50 * 64 * (graph.latent_dim + 1) ** 2 * n_params),
-            f"--pairs {n_pairs} --refine {refine}", hint="lower --pairs (or use --refine none)", device=metric.device,
-        )
-        pairs = _far_pairs(graph, n_pairs, seed)
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if refine == "none":
-        curves = [path.points for path in shortest_paths(graph, pairs)]
-        geodesics: list[Any] = []
-    else:
-        geodesics = refine_geodesics(metric, graph, pairs, method=refine)
-        curves = [result.points for result in geodesics]
-    straight = np.stack([graph.codes[pairs[:, 0]], graph.codes[pairs[:, 1]]], axis=1)
-    path = plot_magnification(
-        metric, graph.codes, graph.labels, curves=curves, straight_pairs=straight,
-        out=out or Path(run_dir) / "magnification.png",
+    n_requested = n_pairs if pairs is None else len(pairs)
+    check_request(
+        "plot",
+        0.0 if refine == "none" else n_requested * (
+            REFINE_PAIR_WORK + 2.0 * 50 * 64 * (graph.latent_dim + 1) ** 2 * _decoder_params(metric)),
+        f"--pairs {n_requested} --refine {refine}", hint="lower --pairs (or use --refine none)", device=metric.device,
     )
-    return PlotSummary(path, pairs, geodesics)
+    if pairs is None:
+        with _progress.stage("choose pairs", total=1, unit="step", show=progress) as bar:
+            pairs = auto_pairs(graph, metric, n_pairs, seed) if auto else _far_pairs(graph, n_pairs, seed)
+            bar.update(1)
+        ids = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    else:
+        flat = [point for pair in pairs for point in pair]
+        graph, flat_ids, _ = attach_points(run_dir, graph, flat, device, user, metric)
+        ids = np.asarray(flat_ids, dtype=np.int64).reshape(-1, 2)
+    paths = shortest_paths(graph, ids)
+    geodesics: list[Any] = []
+    if refine == "none":
+        curves = [path.points for path in paths]
+    else:
+        for pair in _progress.track(ids, f"refine geodesics ({refine})", unit="pair", show=progress):
+            geodesics += refine_geodesics(metric, graph, pair[None, :], method=refine, **(refine_options or {}))
+        curves = [result.points for result in geodesics]
+    starts, ends = graph.codes[ids[:, 0]], graph.codes[ids[:, 1]]
+    straight = straight_lengths(metric, starts, ends) if len(ids) else np.zeros(0)
+    kind = "graph path" if refine == "none" else "geodesic"
+    lengths = [path.length for path in paths] if refine == "none" else [result.length for result in geodesics]
+    curve_labels = [
+        f"{a} \u2192 {b}: {kind} {length:.3g} vs straight {line:.3g}"
+        for (a, b), length, line in zip(ids.tolist(), lengths, straight.tolist())
+    ]
+    title = ("Graph paths (not refined)" if refine == "none" else f"Geodesics ({refine})") + \
+        " on the magnification factor"
+    out = Path(out) if out is not None else Path(run_dir) / f"magnification.{fmt}"
+    with _progress.stage("magnification map", total=1, unit="figure", show=progress) as bar:
+        path = plot_magnification(
+            metric, base.codes, base.labels, curves=curves, straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
+            out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
+        )
+        bar.update(1)
+    strip_paths: list[Path] = []
+    image_shape = _image_shape(Path(run_dir), metric.output_dim)
+    if strips and image_shape is not None and curves:
+        along = np.stack([_resample(curve, STRIP_POINTS) for curve in curves])
+        t = np.linspace(0.0, 1.0, STRIP_POINTS)[None, :, None]
+        lines = starts[:, None, :] + t * (ends - starts)[:, None, :]
+        names = [f"{kind}\n{a}\u2192{b}" for a, b in ids.tolist()]
+        strip_out = out.with_name(f"{out.stem}_strips.png")
+        strip_paths.append(plot_curve_strips(decode_means(metric, along), decode_means(metric, lines), image_shape,
+                                             strip_out, names=names))
+    return PlotSummary(path, ids, geodesics, [path.length for path in paths], straight.tolist(), strip_paths)
+
+
+def _resample(curve: np.ndarray, n: int) -> np.ndarray:
+    """n points (n, d) at equal Euclidean arc length along a polyline (m, d)."""
+    steps = np.linalg.norm(np.diff(curve, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    if arc[-1] <= 0:
+        return np.repeat(curve[:1], n, axis=0)
+    targets = np.linspace(0.0, arc[-1], n)
+    return np.stack([np.interp(targets, arc, curve[:, axis]) for axis in range(curve.shape[1])], axis=1)
+
+
+def parse_pairs(text: str) -> str | int | list[tuple[int | np.ndarray, int | np.ndarray]]:
+    """'auto', a count ('3'), or pairs: 'I:J,K:L' (node indices) or 'A:B;C:D' where A..D are indices or coordinates."""
+    text = text.strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    if ";" in text:
+        items = text.split(";")
+    elif all(":" in part for part in text.split(",")):
+        items = text.split(",")
+    else:
+        items = [text]
+    pairs = []
+    for item in (item.strip() for item in items if item.strip()):
+        if item.count(":") != 1:
+            raise InvalidInput(
+                f"--pairs must be 'auto', a count, or pairs 'I:J,K:L' (with coordinates 'x,y:J;K:L'); got {text!r}."
+            )
+        source, target = item.split(":")
+        pairs.append((parse_point(source), parse_point(target)))
+    if not pairs:
+        raise InvalidInput(f"--pairs must name at least one pair; got {text!r}.")
+    return pairs
+
+
+def parse_size(text: str) -> tuple[float, float]:
+    """'WIDTHxHEIGHT' in inches ('9x6') as two floats > 0."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        width, height = (float(part) for part in parts)
+    except ValueError:
+        raise InvalidInput(f"--size must be WIDTHxHEIGHT in inches (e.g. 9x6); got {text!r}.") from None
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"--size must be positive (e.g. 9x6); got {text!r}.")
+    return width, height
 
 
 def _far_pairs(graph: LatentGraph, n_pairs: int, seed: int) -> np.ndarray:

@@ -18,30 +18,42 @@ import numpy as np
 import torch
 
 from lsg_graph._io import atomic_path
+from lsg_graph._threads import one_thread as _one_cpu_thread
 from lsg_graph._validation import check_array, check_codes, check_float, check_int, check_labels
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.walks import WalkResult, _one_cpu_thread
+from lsg_graph.walks import WalkResult
 
 __all__ = [
     "MagnificationGrid",
     "latent_plane",
     "magnification_grid",
+    "plot_cluster_comparison",
     "plot_clusters",
+    "plot_curve_strips",
     "plot_image_strip",
     "plot_magnification",
 ]
 
-FIGURE_INCHES = (7.0, 6.0)  # magnification and cluster maps: 700 x 600 pixels at the default dpi of 100
+FIGURE_INCHES = (9.0, 6.0)  # magnification maps: 900 x 600 pixels at the default dpi of 100 (legends at the right)
+CLUSTER_INCHES = (7.0, 6.0)  # one cluster map: 700 x 600 pixels at dpi 100
+PANEL_INCHES = 5.0  # cluster comparison: one square panel of 5 inches per clustering
 DEFAULT_DPI = 100
 MARGIN = 0.1  # default bounds: the codes' extent plus this fraction of the larger side on every side
 PLANE_NOTE = "plane through the codes' mean spanned by their first two principal directions"
+PCA_TITLE = "PCA plane of the codes"
+FORMATS = ("png", "svg", "pdf")
 STRIP_TITLE_INCHES = 1.0  # left margin of an image strip with row titles
 STRIP_HEADER_INCHES = 0.3  # top margin of an image strip with column titles
 STRIP_DPI = 80
-CURVE_STYLE = {"color": "red", "linewidth": 2.0, "linestyle": "-"}
-STRAIGHT_STYLE = {"color": "white", "linewidth": 1.5, "linestyle": "--"}
-WALK_STYLE = {"color": "orange", "linewidth": 0.8, "alpha": 0.8}
+# One colour per curve, none of them a tab10 digit colour; each curve is outlined in black to stand out on the map.
+CURVE_COLORS = ("#ff1744", "#ffea00", "#00e5ff", "#ffffff", "#ff80ab", "#76ff03", "#ffab40", "#b388ff", "#1de9b6", "#c6ff00")
+CURVE_STYLE = {"linewidth": 2.2, "linestyle": "-"}
+STRAIGHT_STYLE = {"linewidth": 1.4, "linestyle": (0, (4, 3))}
+WALK_STYLE = {"color": "white", "linewidth": 0.9, "alpha": 0.9}
+START_MARKER, END_MARKER = "o", "s"
+# Cluster colours: the 12 pastel hues of Set3 (never the saturated tab10 digit colours), tab20b up to 20, else turbo.
+CLUSTER_ORDER = (0, 4, 8, 12, 16, 2, 6, 10, 14, 18, 1, 5, 9, 13, 17, 3, 7, 11, 15, 19)  # tab20b: hue groups interleaved
 
 
 @dataclass(frozen=True)
@@ -154,22 +166,32 @@ def _figure(width: float, height: float, dpi: int) -> Any:
 
 
 def _check_out(out: Any) -> Path:
-    """The output path as a Path ending in .png, else InvalidInput."""
+    """The output path as a Path ending in .png, .svg or .pdf, else InvalidInput."""
     if not isinstance(out, (str, Path)) or not str(out):
-        raise InvalidInput(f"out must be a file path ending in .png; got {out!r}.")
+        raise InvalidInput(f"out must be a file path ending in .png, .svg or .pdf; got {out!r}.")
     path = Path(out)
-    if path.suffix.lower() != ".png":
-        raise InvalidInput(f"out must end in .png (figures are written as PNG); got {str(path)!r}.")
+    if path.suffix.lower().lstrip(".") not in FORMATS:
+        raise InvalidInput(f"out must end in .png, .svg or .pdf (the figure format); got {str(path)!r}.")
     if path.exists() and path.is_dir():
-        raise InvalidInput(f"out {str(path)!r} is a directory; expected a file path ending in .png.")
+        raise InvalidInput(f"out {str(path)!r} is a directory; expected a file path ending in .png, .svg or .pdf.")
     return path
 
 
 def _save(figure: Any, out: Path, dpi: int) -> Path:
-    """Render `figure` as PNG to a temporary file beside `out`, then rename it onto `out`; return `out`."""
+    """Render `figure` (format from the suffix) to a temporary file beside `out`, then rename it onto `out`."""
     with atomic_path(out) as temp:
-        figure.savefig(temp, format="png", dpi=dpi)
+        figure.savefig(temp, format=out.suffix.lower().lstrip("."), dpi=dpi)
     return out
+
+
+def _check_size(size: Any, default: tuple[float, float]) -> tuple[float, float]:
+    """(width, height) in inches, both > 0."""
+    if size is None:
+        return default
+    values = check_array(size, "size", ndim=1)
+    if values.shape != (2,) or (values <= 0).any():
+        raise InvalidInput(f"size must be (width, height) in inches, both > 0; got {size!r}.")
+    return float(values[0]), float(values[1])
 
 
 def _label_colors(labels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Any]]]:
@@ -187,8 +209,8 @@ def _label_colors(labels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Any]]
     return palette[rank], list(zip(unique.tolist(), palette))
 
 
-def _draw_heat_map(figure: Any, axes: Any, grid: MagnificationGrid) -> None:
-    """Heat map of grid.log_mag (non-finite cells grey) with a labelled colour bar."""
+def _draw_heat_map(figure: Any, axes: Any, grid: MagnificationGrid, colorbar_axes: Any = None) -> None:
+    """Heat map of grid.log_mag (non-finite cells grey) with a labelled colour bar (in `colorbar_axes` if given)."""
     from matplotlib import colormaps
 
     values = np.ma.masked_invalid(grid.log_mag)
@@ -196,33 +218,69 @@ def _draw_heat_map(figure: Any, axes: Any, grid: MagnificationGrid) -> None:
     image = axes.imshow(
         values, origin="lower", extent=grid.bounds, cmap=colormap, aspect="auto", interpolation="nearest"
     )
-    colorbar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    colorbar.set_label("log magnification  log sqrt(det M(z))")
+    if colorbar_axes is not None:
+        colorbar = figure.colorbar(image, cax=colorbar_axes)
+    else:
+        colorbar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    colorbar.set_label("log magnification  log sqrt(det M(z))", fontsize=8)
 
 
-def _draw_codes(axes: Any, projected: np.ndarray, labels: np.ndarray | None) -> None:
-    """Scatter the projected codes (n, 2), coloured by label with a legend when labels are given."""
+def _draw_codes(
+    axes: Any, projected: np.ndarray, labels: np.ndarray | None, palette: str = "labels", legend: bool = True
+) -> list[Any]:
+    """Scatter the projected codes (n, 2), coloured by label; return legend handles (label -> colour, up to 20).
+
+    palette "labels": the digit/label colours (tab10...); "clusters": CLUSTER_ORDER of tab20b (never tab10).
+    With `legend` the handles are also attached to the axes' own legend entries.
+    """
+    from matplotlib.lines import Line2D
+
     if labels is None:
         axes.scatter(projected[:, 0], projected[:, 1], s=6, c="white", edgecolors="black", linewidths=0.3, zorder=3)
-        return
-    colors, legend = _label_colors(labels)
-    axes.scatter(projected[:, 0], projected[:, 1], s=6, c=colors, linewidths=0, zorder=3)
-    if len(legend) <= 20:
-        for label, color in legend:
-            axes.scatter([], [], s=20, color=color, label=str(label))
+        return []
+    colors, pairs = (_label_colors if palette == "labels" else _cluster_colors)(labels)
+    if palette == "labels":
+        axes.scatter(projected[:, 0], projected[:, 1], s=6, c=colors, linewidths=0, zorder=3)
+    else:  # pastel cluster colours: a thin dark rim keeps them visible on light backgrounds
+        axes.scatter(projected[:, 0], projected[:, 1], s=8, c=colors, edgecolors="0.2", linewidths=0.15, zorder=3)
+    if len(pairs) > 20:
+        return []
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=5, color=color, markeredgecolor="0.2",
+                      markeredgewidth=0.3, label=str(label)) for label, color in pairs]
+    if legend:
+        for handle in handles:
+            axes.scatter([], [], s=20, color=handle.get_color(), label=handle.get_label())
+    return handles
 
 
-def _label_axes(axes: Any, figure: Any, grid_plane: str, title: str | None) -> None:
-    """Axis labels (latent coordinates or principal directions), title, and the plane note for d > 2."""
+def _cluster_colors(labels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, Any]]]:
+    """RGBA colours (n, 4) per cluster (Set3 up to 12, tab20b in CLUSTER_ORDER up to 20, else turbo) and pairs."""
+    from matplotlib import colormaps
+
+    unique = np.unique(labels)
+    if len(unique) <= 12:
+        palette = colormaps["Set3"](np.arange(len(unique)))
+    elif len(unique) <= len(CLUSTER_ORDER):
+        palette = colormaps["tab20b"](np.array(CLUSTER_ORDER[: len(unique)]))
+    else:
+        palette = colormaps["turbo"](np.linspace(0.0, 1.0, len(unique)))
+    rank = np.searchsorted(unique, labels)
+    return palette[rank], list(zip(unique.tolist(), palette))
+
+
+def _label_axes(axes: Any, figure: Any, grid_plane: str, title: str | None, note: bool = True) -> None:
+    """Axis labels (latent coordinates or principal directions), title ("PCA plane" for d > 2) and the plane note."""
     if grid_plane == PLANE_NOTE:
         axes.set_xlabel("principal direction 1 (latent units)")
         axes.set_ylabel("principal direction 2 (latent units)")
-        figure.text(0.01, 0.01, f"d > 2: {PLANE_NOTE}", fontsize=7)
+        if note:
+            figure.text(0.01, 0.01, f"d > 2: {PLANE_NOTE}; curves are projected onto it", fontsize=7)
+        title = f"{title}\n({PCA_TITLE})" if title else PCA_TITLE
     else:
         axes.set_xlabel("z1 (latent units)")
         axes.set_ylabel("z2 (latent units)")
     if title:
-        axes.set_title(title)
+        axes.set_title(title, fontsize=10)
 
 
 def _check_curves(curves: Any, latent_dim: int) -> list[np.ndarray]:
@@ -256,20 +314,77 @@ def _check_walks(walks: Any, latent_dim: int) -> np.ndarray:
     return array
 
 
+def _outlined(width: float) -> list[Any]:
+    """A black outline under a line (path effects), so that light colours show on any background."""
+    from matplotlib import patheffects
+
+    return [patheffects.Stroke(linewidth=width + 1.6, foreground="black"), patheffects.Normal()]
+
+
 def _draw_lines(
-    axes: Any, grid: MagnificationGrid, curves: list[np.ndarray], pairs: np.ndarray, walks: np.ndarray
-) -> None:
-    """Geodesics (solid), straight lines (dashed) and walks (thin, start marked) in plane coordinates."""
+    axes: Any,
+    grid: MagnificationGrid,
+    curves: list[np.ndarray],
+    pairs: np.ndarray,
+    walks: np.ndarray,
+    curve_labels: Sequence[str] | None = None,
+) -> list[Any]:
+    """Curves (solid, one colour each, start and end marked), their straight segments (dashed, same colour) and walks.
+
+    Returns the legend handles: one per curve, then the line styles and markers.
+    """
+    from matplotlib.lines import Line2D
+
+    handles = []
     for i, curve in enumerate(curves):
+        color = CURVE_COLORS[i % len(CURVE_COLORS)]
         xy = grid.project(curve)
-        axes.plot(xy[:, 0], xy[:, 1], zorder=5, label="geodesic" if i == 0 else None, **CURVE_STYLE)
+        label = curve_labels[i] if curve_labels is not None else f"curve {i + 1}"
+        (line,) = axes.plot(xy[:, 0], xy[:, 1], color=color, zorder=6, label=label,
+                            path_effects=_outlined(CURVE_STYLE["linewidth"]), **CURVE_STYLE)
+        for point, marker in ((xy[0], START_MARKER), (xy[-1], END_MARKER)):
+            axes.plot(*point, linestyle="none", marker=marker, markersize=7, color=color, markeredgecolor="black",
+                      zorder=7)
+        handles.append(line)
     for i, pair in enumerate(pairs):
+        color = CURVE_COLORS[i % len(CURVE_COLORS)] if i < len(curves) else "white"
         xy = grid.project(pair)
-        axes.plot(xy[:, 0], xy[:, 1], zorder=4, label="straight line" if i == 0 else None, **STRAIGHT_STYLE)
-    for i, walk in enumerate(walks):
+        axes.plot(xy[:, 0], xy[:, 1], color=color, zorder=5, path_effects=_outlined(STRAIGHT_STYLE["linewidth"]),
+                  **STRAIGHT_STYLE)
+        if i >= len(curves):
+            for point, marker in ((xy[0], START_MARKER), (xy[-1], END_MARKER)):
+                axes.plot(*point, linestyle="none", marker=marker, markersize=6, color=color, markeredgecolor="black",
+                          zorder=7)
+    for walk in walks:
         xy = grid.project(walk)
-        axes.plot(xy[:, 0], xy[:, 1], zorder=4, label="random walk" if i == 0 else None, **WALK_STYLE)
-        axes.plot(xy[:1, 0], xy[:1, 1], "o", color=WALK_STYLE["color"], markersize=3, zorder=4)
+        axes.plot(xy[:, 0], xy[:, 1], zorder=5, path_effects=_outlined(WALK_STYLE["linewidth"]), **WALK_STYLE)
+    if len(walks):
+        start = grid.project(walks[0, 0])
+        axes.plot(*start, linestyle="none", marker="*", markersize=14, color="white", markeredgecolor="black", zorder=7)
+    gray = "0.35"
+    if len(curves):
+        handles.append(Line2D([], [], color=gray, **CURVE_STYLE, label="curve (solid)"))
+    if len(pairs):
+        handles.append(Line2D([], [], color=gray, **STRAIGHT_STYLE, label="straight segment (dashed)"))
+    if len(curves) or len(pairs):
+        handles.append(Line2D([], [], linestyle="", marker=START_MARKER, color=gray, label="start"))
+        handles.append(Line2D([], [], linestyle="", marker=END_MARKER, color=gray, label="end"))
+    if len(walks):
+        handles.append(Line2D([], [], color="white", path_effects=_outlined(1.0), label=f"random walks ({len(walks)})"))
+        handles.append(Line2D([], [], linestyle="", marker="*", markersize=10, color="white", markeredgecolor="black",
+                              label="walk start"))
+    return handles
+
+
+def _outside_legends(figure: Any, axes: Any, handles: list[Any], label_handles: list[Any], label_title: str) -> None:
+    """Legends at the right of the figure, outside the data: curves and styles first, then the code labels."""
+    if handles:
+        legend = figure.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.9, title="curves",
+                               title_fontsize=8, bbox_to_anchor=(0.995, 0.98))
+        figure.add_artist(legend)
+    if label_handles:
+        figure.legend(handles=label_handles, loc="lower right", fontsize=7, framealpha=0.9, title=label_title,
+                      title_fontsize=8, ncol=2 if len(label_handles) > 10 else 1, bbox_to_anchor=(0.995, 0.02))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,38 +405,46 @@ def plot_magnification(
     resolution: int = 200,
     dpi: int = DEFAULT_DPI,
     grid: MagnificationGrid | None = None,
+    curve_labels: Sequence[str] | None = None,
+    size: Any = None,
 ) -> Path:
-    """Write a PNG (7 x 6 inches, 700 x 600 pixels at dpi 100) of log sqrt(det M) with codes, curves and walks.
+    """Write a figure (9 x 6 inches: 900 x 600 pixels at dpi 100) of log sqrt(det M) with codes, curves and walks.
 
-    codes (n, d) coloured by integer labels (n,) (tab10); curves: geodesics, a list of (m, d) arrays (solid red);
-    straight_pairs (k, 2, d): straight segments between pairs of codes (dashed white); walks (w, T, d) or a
-    WalkResult (thin orange). Bounds default to the codes (and curves/walks) extent plus a margin; a precomputed
-    `grid` from magnification_grid is reused as is. Returns the written path.
+    codes (n, d) coloured by integer labels (n,) (tab10); curves: a list of (m, d) arrays, one colour each with a
+    black outline, start (circle) and end (square) marked, named by `curve_labels` in the legend; straight_pairs
+    (k, 2, d): the straight segments between the same end points, dashed in the colour of curve i; walks (w, T, d)
+    or a WalkResult (thin white, the start as a star). Legends sit at the right, outside the data. For d > 2 the map
+    is the PCA plane of the codes (the title says so). Bounds default to the codes (and curves/walks) extent plus a
+    margin; a precomputed `grid` is reused as is. The format follows the suffix of `out` (.png, .svg, .pdf).
     """
     metric = _as_metric(metric)
     out = _check_out(out)
     dpi = check_int(dpi, "dpi", minimum=10)
+    width, height = _check_size(size, FIGURE_INCHES)
     codes = None if codes is None else check_codes(codes, "codes", latent_dim=metric.latent_dim)
     if codes is None and labels is not None:
         raise InvalidInput("labels were given without codes; pass the codes (n, d) the labels (n,) belong to.")
     labels = None if codes is None else check_labels(labels, codes.shape[0])
     curves = _check_curves(curves, metric.latent_dim)
+    if curve_labels is not None:
+        curve_labels = _check_titles(curve_labels, len(curves), "curve_labels")
     pairs = _check_pairs(straight_pairs, metric.latent_dim)
     walks = _check_walks(walks, metric.latent_dim)
     if grid is None:
         extent = _extent_points(codes, curves, pairs, walks)
         grid = _grid_for(metric, codes, extent, bounds, resolution)
-    figure = _figure(*FIGURE_INCHES, dpi)
-    axes = figure.add_subplot(1, 1, 1)
-    _draw_heat_map(figure, axes, grid)
-    if codes is not None:
-        _draw_codes(axes, grid.project(codes), labels)
-    _draw_lines(axes, grid, curves, pairs, walks)
+    figure = _figure(width, height, dpi)
+    legend_inches = 2.7
+    right = max(0.5, 1.0 - legend_inches / width)
+    axes = figure.add_axes((0.75 / width, 0.7 / height, right - 0.75 / width - 1.1 / width, 1.0 - 1.25 / height))
+    colorbar_axes = figure.add_axes((right - 0.95 / width, 0.7 / height, 0.18 / width, 1.0 - 1.25 / height))
+    _draw_heat_map(figure, axes, grid, colorbar_axes)
+    label_handles = [] if codes is None else _draw_codes(axes, grid.project(codes), labels, legend=False)
+    handles = _draw_lines(axes, grid, curves, pairs, walks, curve_labels)
     axes.set_xlim(grid.xs[0], grid.xs[-1])
     axes.set_ylim(grid.ys[0], grid.ys[-1])
     _label_axes(axes, figure, grid.plane, title)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(loc="upper right", fontsize=7, framealpha=0.8, markerscale=1.0)
+    _outside_legends(figure, axes, handles, label_handles, "label")
     return _save(figure, out, dpi)
 
 
@@ -488,7 +611,7 @@ def plot_clusters(
     latent_dim = codes.shape[1]
     labels = check_labels(labels, codes.shape[0])
     center_points = _check_centers(centers, codes)
-    figure = _figure(*FIGURE_INCHES, dpi)
+    figure = _figure(*CLUSTER_INCHES, dpi)
     axes = figure.add_subplot(1, 1, 1)
     if metric is not None:
         metric = _as_metric(metric)
@@ -500,7 +623,7 @@ def plot_clusters(
     else:
         origin, basis, plane = latent_plane(codes, latent_dim)
     project = _projector(origin, basis)
-    _draw_codes(axes, project(codes), labels)
+    _draw_codes(axes, project(codes), labels, palette="clusters")
     _draw_centers(axes, project(center_points))
     if metric is not None:
         axes.set_xlim(grid.xs[0], grid.xs[-1])
@@ -549,3 +672,103 @@ def _draw_centers(axes: Any, projected: np.ndarray) -> None:
     )
     for index, (x, y) in enumerate(projected):
         axes.annotate(str(index), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8, zorder=7)
+
+
+@dataclass(frozen=True)
+class ClusterPanel:
+    """One panel of `plot_cluster_comparison`: a title, labels (n,), optional centres, and the palette.
+
+    palette "clusters" (tab20b, never the digit colours) for clusterings, "labels" (tab10) for the true labels.
+    """
+
+    title: str
+    labels: np.ndarray
+    centers: Any = None
+    palette: str = "clusters"
+
+
+def plot_cluster_comparison(
+    codes: Any,
+    panels: Sequence[ClusterPanel],
+    out: str | Path = "clusters.png",
+    metric: Any = None,
+    title: str | None = None,
+    resolution: int = 150,
+    dpi: int = DEFAULT_DPI,
+    grid: MagnificationGrid | None = None,
+) -> Path:
+    """Write one figure with a panel per clustering (e.g. geodesic k-means, Euclidean k-means, true labels).
+
+    Every panel shows the same codes (n, d) on the same plane and bounds (the magnification map underneath when a
+    metric or grid is given), coloured by its labels, with its legend below it. Size: 5 inches per panel wide,
+    5.8 inches high (1500 x 580 pixels for three panels at dpi 100). d > 2: the PCA plane of the codes.
+    """
+    out = _check_out(out)
+    dpi = check_int(dpi, "dpi", minimum=10)
+    codes = check_codes(codes, "codes")
+    if not panels:
+        raise InvalidInput("plot_cluster_comparison needs at least one ClusterPanel.")
+    panels = [ClusterPanel(p.title, check_labels(p.labels, codes.shape[0]), p.centers, p.palette) for p in panels]
+    if grid is None and metric is not None:
+        metric = _as_metric(metric)
+        grid = magnification_grid(metric, codes=codes, resolution=resolution)
+    if grid is not None:
+        origin, basis, plane = grid.origin, grid.basis, grid.plane
+    else:
+        origin, basis, plane = latent_plane(codes, codes.shape[1])
+    project = _projector(origin, basis)
+    projected = project(codes)
+    bounds = grid.bounds if grid is not None else _default_bounds(projected, MARGIN)
+    figure = _figure(PANEL_INCHES * len(panels), PANEL_INCHES + 0.8, dpi)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        if grid is not None:
+            from matplotlib import colormaps
+
+            axes.imshow(np.ma.masked_invalid(grid.log_mag), origin="lower", extent=grid.bounds, aspect="auto",
+                        cmap=colormaps["gray"].with_extremes(bad="0.6"), interpolation="nearest", alpha=0.6)
+        handles = _draw_codes(axes, projected, panel.labels, palette=panel.palette, legend=False)
+        centers = _check_centers(panel.centers, codes)
+        _draw_centers(axes, project(centers))
+        axes.set_xlim(bounds[0], bounds[1])
+        axes.set_ylim(bounds[2], bounds[3])
+        _label_axes(axes, figure, plane, panel.title, note=False)
+        if handles:
+            axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(10, len(handles)),
+                        fontsize=7, handletextpad=0.1, columnspacing=0.6, frameon=False,
+                        title="cluster" if panel.palette == "clusters" else "label", title_fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    if grid is not None:
+        figure.text(0.005, 0.005, "background: log magnification (grey, darker = lower)", fontsize=7)
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.2, top=0.86, wspace=0.25)
+    return _save(figure, out, dpi)
+
+
+def plot_curve_strips(
+    curve_images: Any,
+    straight_images: Any,
+    image_shape: Sequence[int],
+    out: str | Path = "strips.png",
+    names: Sequence[str] | None = None,
+    dpi: int = STRIP_DPI,
+) -> Path:
+    """Decoded images along each curve (k, m, D) above those along its straight segment (k, m, D), one PNG.
+
+    Row 2i shows curve i ("geodesic i" by default), row 2i + 1 the straight segment between the same end points;
+    the m columns are points at equal steps of the curve parameter, from start to end.
+    """
+    curve_images = check_array(np.asarray(curve_images), "curve_images", ndim=3)
+    straight_images = check_array(np.asarray(straight_images), "straight_images", ndim=3)
+    if curve_images.shape != straight_images.shape:
+        raise InvalidInput(
+            f"curve_images and straight_images must have the same shape (k, m, D); got {curve_images.shape} and "
+            f"{straight_images.shape}."
+        )
+    count, columns = curve_images.shape[:2]
+    names = _check_titles(names, count, "names") if names is not None else [f"geodesic {i + 1}" for i in range(count)]
+    rows = np.empty((2 * count, columns, curve_images.shape[2]))
+    rows[0::2], rows[1::2] = curve_images, straight_images
+    titles = [title for name in names for title in (name, "straight\nsegment")]
+    column_titles = ["start"] + [""] * (columns - 2) + ["end"] if columns >= 2 else ["start"]
+    return plot_image_strip(rows, image_shape, out, titles=titles, column_titles=column_titles, dpi=dpi)

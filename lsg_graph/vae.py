@@ -18,7 +18,6 @@ Data and decoder outputs are always flat rows (n, D); the conv modules unflatten
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -44,6 +43,7 @@ from lsg_graph._io import (
     sha256_file,
     write_json,
 )
+from lsg_graph._threads import one_thread as _one_thread
 from lsg_graph._validation import (
     check_array,
     check_choice,
@@ -753,21 +753,6 @@ def _negative_elbo(vae: VAE, x: Tensor, std_module: nn.Module, generator: torch.
     mean_z, std_z = vae.encoder(x)
     z = mean_z + std_z * _randn(tuple(mean_z.shape), generator, mean_z)
     return _kl_to_prior(mean_z, std_z) - _gaussian_log_prob(x, vae.mean_decoder(z), std_module(z))
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch CPU ops on one intra-op thread, restoring the previous count afterwards.
-
-    The MLPs here are small: a second OpenMP thread gains little on an idle machine and, on a busy one, costs
-    10-30x in barrier waits. One thread also makes the result independent of the core count.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:

@@ -22,9 +22,8 @@ the same way. Every held step is counted in `WalkResult.n_singular` and marked i
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lsg_graph._threads import one_thread as _one_cpu_thread
 from lsg_graph._validation import check_choice, check_codes, check_float, check_positive_int, check_random_state
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
@@ -132,25 +132,14 @@ class _Local:
         )
 
 
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run torch CPU ops on one intra-op thread while walking on the CPU, restoring the count afterwards.
-
-    A walk step is many small ops: a second OpenMP thread gains little on an idle machine and costs 10-1000x in
-    barrier waits on a busy one. One thread also makes the result independent of the core count.
-    """
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _as_metric(metric: Any) -> PullbackMetric:
-    """A PullbackMetric, or one wrapping anything `as_decoder` accepts."""
-    return metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
+def _as_metric(metric: Any, points: Any = None) -> PullbackMetric:
+    """A PullbackMetric, or one wrapping anything `as_decoder` accepts; d from `points` (n, d) if not known."""
+    metric = metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
+    if not metric.latent_dim_known and points is not None:
+        array = np.asarray(points)
+        if array.ndim >= 2:
+            metric.bind_latent_dim(array.shape[-1])
+    return metric
 
 
 def _working(metric: PullbackMetric, z: Tensor) -> Tensor:
@@ -253,7 +242,7 @@ def brownian_drift(metric: Any, z: Any, method: str = "expanded", rcond: float |
     (what the walks use); "divergence": forward-mode AD of z -> sqrt(det M(z)) M(z)^-1 itself (a reference). Units:
     latent units per unit time. Rows where M is singular (see the module docstring) are NaN.
     """
-    metric = _as_metric(metric)
+    metric = _as_metric(metric, z)
     check_choice(method, "drift method", DRIFT_METHODS)
     points = torch.from_numpy(check_codes(z, "z", latent_dim=metric.latent_dim))
     rcond = _check_rcond(rcond, metric)
@@ -268,7 +257,7 @@ def step_covariance(
 
     Rows where M is singular (see the module docstring) are NaN: no step is taken there.
     """
-    metric = _as_metric(metric)
+    metric = _as_metric(metric, z)
     check_choice(kind, "walk kind", WALK_KINDS)
     step_size = check_float(step_size, "step_size", minimum=0.0, strict_minimum=True)
     points = check_codes(z, "z", latent_dim=metric.latent_dim)
@@ -383,7 +372,7 @@ def _check_rcond(rcond: float | None, metric: PullbackMetric) -> float:
 
 def decode_means(metric: Any, points: Any) -> np.ndarray:
     """Decoder means (..., D) float64 at latent points (..., d), batched by the metric's chunk size, no gradients."""
-    metric = _as_metric(metric)
+    metric = _as_metric(metric, points)
     array = np.asarray(points, dtype=np.float64)
     flat = check_codes(array.reshape(-1, array.shape[-1]), "points", latent_dim=metric.latent_dim)
     device, dtype = metric.device, metric.dtype or torch.float64
@@ -414,7 +403,7 @@ def random_walks(
     docstring). boundary: optional map applied to every proposal (w, d) tensor, e.g. to reflect a chart coordinate
     at its ends or wrap a periodic one; it must return equivalent chart points of the same shape.
     """
-    metric = _as_metric(metric)
+    metric = _as_metric(metric, starts)
     starts_array = check_codes(starts, "starts", latent_dim=metric.latent_dim)
     n_steps = check_positive_int(n_steps, "n_steps")
     step_size = check_float(step_size, "step_size", minimum=0.0, strict_minimum=True)
@@ -463,7 +452,7 @@ def matched_step_sizes(
     then n_rounds pilot walks of n_steps steps (seed `seed`) rescale s by (target / measured mean step)^2, since the
     noise part of a step scales with sqrt(s). Returns {kind: s}.
     """
-    metric = _as_metric(metric)
+    metric = _as_metric(metric, starts)
     starts = check_codes(starts, "starts", latent_dim=metric.latent_dim)
     target = check_float(target_mean_step, "target_mean_step", minimum=0.0, strict_minimum=True)
     n_rounds = check_positive_int(n_rounds, "n_rounds")

@@ -28,6 +28,10 @@ LAYERS = {
     "lsg_graph.distances": 6,
     "lsg_graph.plot": 7,
     "lsg_graph.pipeline": 7,
+    "lsg_graph.user_model": 7,
+    "lsg_graph.estimator_io": 6,
+    "lsg_graph._threads": 0,
+    "lsg_graph.progress": 0,
     "cli": 8,
 }
 

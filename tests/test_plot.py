@@ -92,7 +92,7 @@ def test_grid_on_the_principal_plane_for_d_above_two(tmp_path: Path) -> None:
         resolution=RESOLUTION,
         grid=grid,
     )
-    assert read_png(out).shape[:2] == (600, 700)
+    assert read_png(out).shape[:2] == (600, 900)
     assert plot_clusters(
         codes, np.arange(80) % 3, centers=[0, 5], out=tmp_path / "c.png", metric=metric, resolution=10
     ).exists()
@@ -120,10 +120,10 @@ def test_magnification_figure_pixel_size_and_contents(
     )
     assert out == tmp_path / "sub" / "mag.png"
     pixels = read_png(out)
-    assert pixels.shape[:2] == (600, 700)
+    assert pixels.shape[:2] == (600, 900)
     assert pixels[..., :3].std() > 0.05  # not blank
     small = plot_magnification(sphere, codes, out=tmp_path / "small.png", dpi=50, resolution=RESOLUTION)
-    assert read_png(small).shape[:2] == (300, 350)
+    assert read_png(small).shape[:2] == (300, 450)
 
 
 @pytest.mark.parametrize(
@@ -211,3 +211,106 @@ def test_bad_plot_inputs(sphere: PullbackMetric, codes: np.ndarray, tmp_path: Pa
         plot_clusters(codes, np.zeros(60, dtype=int), centers=np.array([0, 60]), out=tmp_path / "c.png")
     with pytest.raises(InvalidInput, match="Plots need a latent dimension >= 2"):
         latent_plane(None, 1)
+
+
+# ------------------------------------------------------------------------------------------------ figure elements
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The matplotlib Figures the plot functions save (their elements are checked, not pixels)."""
+    import lsg_graph.plot as plot_module
+
+    figures: list = []
+    original = plot_module._save
+
+    def save(figure, out, dpi):
+        figures.append(figure)
+        return original(figure, out, dpi)
+
+    monkeypatch.setattr(plot_module, "_save", save)
+    return figures
+
+
+def _tab10() -> set:
+    from matplotlib import colormaps, colors
+
+    return {colors.to_hex(color) for color in colormaps["tab10"].colors}
+
+
+def test_curves_have_their_own_colours_markers_and_an_outside_legend(
+    sphere: PullbackMetric, codes: np.ndarray, tmp_path: Path, captured: list
+) -> None:
+    """3 curves: 3 solid lines in 3 colours (none a digit colour), 3 start and 3 end markers, straight segments dashed
+    in the curve's colour, and the legends right of the axes (outside the data)."""
+    from matplotlib import colors
+
+    curves = list(SphereChart().geodesic(codes[:3], codes[3:6], 30))
+    names = ["a -> b", "c -> d", "e -> f"]
+    plot_magnification(sphere, codes, np.arange(60) % 4, curves=curves, straight_pairs=np.stack([codes[:3], codes[3:6]], 1),
+                       out=tmp_path / "m.png", resolution=RESOLUTION, curve_labels=names)
+    figure = captured[-1]
+    axes = figure.axes[0]
+    solid = [line for line in axes.lines if line.get_linestyle() == "-" and line.get_linewidth() == 2.2]
+    dashed = [line for line in axes.lines if line.get_linestyle() == "--"]
+    assert len(solid) == 3 and len(dashed) == 3
+    hexes = [colors.to_hex(line.get_color()) for line in solid]
+    assert len(set(hexes)) == 3 and not set(hexes) & _tab10()
+    assert [colors.to_hex(line.get_color()) for line in dashed] == hexes
+    markers = [line.get_marker() for line in axes.lines if line.get_linestyle() in ("None", "", " ")]
+    assert markers.count("o") == 3 and markers.count("s") == 3
+    texts = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert all(name in texts for name in names) and {"0", "1", "2", "3"} <= set(texts)
+    figure.canvas.draw()
+    right_of_data = axes.get_window_extent().x1
+    assert all(legend.get_window_extent().x0 > right_of_data for legend in figure.legends)
+
+
+def test_pca_plane_is_named_in_the_title(tmp_path: Path, captured: list) -> None:
+    metric = PullbackMetric(MLPDecoder(latent_dim=4).double())
+    codes = np.random.default_rng(1).normal(size=(50, 4))
+    plot_magnification(metric, codes, out=tmp_path / "p.png", resolution=10, title="Geodesics")
+    assert "PCA plane" in captured[-1].axes[0].get_title()
+
+
+def test_cluster_comparison_panels_and_palettes(codes: np.ndarray, sphere: PullbackMetric, tmp_path: Path,
+                                               captured: list) -> None:
+    """One panel per clustering with its title; cluster colours avoid the tab10 label colours, the labels use them."""
+    from matplotlib import colors
+
+    from lsg_graph.plot import ClusterPanel, plot_cluster_comparison
+
+    labels = np.arange(60) % 5
+    panels = [ClusterPanel("geodesic", labels, [0, 1, 2, 3, 4]), ClusterPanel("euclidean", labels[::-1]),
+              ClusterPanel("true labels", labels, palette="labels")]
+    plot_cluster_comparison(codes, panels, out=tmp_path / "c.png", metric=sphere, resolution=10)
+    figure = captured[-1]
+    assert [axes.get_title() for axes in figure.axes] == ["geodesic", "euclidean", "true labels"]
+    faces = [{colors.to_hex(c) for c in axes.collections[0].get_facecolors()} for axes in figure.axes]
+    assert len(faces[0]) == 5 and not faces[0] & _tab10() and faces[2] <= _tab10()
+
+
+def test_curve_strips_alternate_geodesic_and_straight_rows(tmp_path: Path, captured: list) -> None:
+    from lsg_graph.plot import plot_curve_strips
+
+    images = np.random.default_rng(0).uniform(size=(2, 5, 16))
+    plot_curve_strips(images, images[::-1], (4, 4), tmp_path / "s.png", names=["geodesic 1", "geodesic 2"])
+    rows = [label.get_text() for label in captured[-1].axes[0].get_yticklabels()]
+    assert rows == ["geodesic 1", "straight\nsegment", "geodesic 2", "straight\nsegment"]
+
+
+def test_unrefined_plot_calls_graph_paths_so(tmp_path: Path, captured: list) -> None:
+    """`plot --refine none`: the curves are labelled graph paths, nothing is called a geodesic."""
+    from lsg_graph.pipeline import plot_run
+    from lsg_graph.user_model import UserModel
+
+    codes = np.random.default_rng(2).uniform(0.4, 2.7, size=(80, 2))
+    user = UserModel("manifolds:SphereChart", SphereChart(), codes, None, tmp_path / "codes.npy")
+    summary = plot_run(tmp_path / "run", [(0, 5), (7, 40)], refine="none", user=user, progress=False)
+    figure = captured[0]
+    texts = [text.get_text() for legend in figure.legends for text in legend.get_texts()] + [figure.axes[0].get_title()]
+    assert sum("graph path" in text for text in texts) == 2 and not any("geodesic" in text.lower() for text in texts)
+    assert summary.pairs.tolist() == [[0, 5], [7, 40]]
+    exact = SphereChart().distance(codes[[0, 7]], codes[[5, 40]])  # great-circle angles: no curve is shorter
+    assert (np.array(summary.graph_lengths) >= exact * (1 - 1e-9)).all()
+    assert (np.array(summary.straight_lengths) >= exact * (1 - 1e-6)).all()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lsg_graph._threads import one_thread as _one_cpu_thread
 from lsg_graph._validation import check_array, check_float, check_positive_int
 from lsg_graph.errors import DecoderError, InvalidInput
 from lsg_graph.geodesics.problem import DEFAULT_RIDGE, DEFAULT_STEPS
@@ -94,23 +94,6 @@ class _GuardedAcceleration:
                 else:
                     pending += [rows[: len(rows) // 2], rows[len(rows) // 2 :]]
         return bad
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run torch CPU ops on one intra-op thread while refining on the CPU, restoring the count afterwards.
-
-    Refinement is many small ops (RK4 stages, L-BFGS steps): a second OpenMP thread gains little on an idle machine
-    and costs about 10x in barrier waits on a busy one (measured: 16.5 s against 1.7 s for 10 pairs on a loaded
-    2-core machine). One thread also makes the result independent of the core count.
-    """
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _working(metric: PullbackMetric) -> tuple[torch.device, torch.dtype]:

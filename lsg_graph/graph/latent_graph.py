@@ -141,6 +141,8 @@ def build_latent_graph(
     or refused (`connect="error"`, DisconnectedGraph).
     """
     check_metric(metric)
+    if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
+        metric.bind_latent_dim(check_codes(codes, "codes", min_rows=2).shape[1])
     codes = check_codes(codes, "codes", latent_dim=metric.latent_dim, min_rows=2)
     labels = check_labels(labels, codes.shape[0])
     n_points = codes.shape[0]
