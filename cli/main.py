@@ -240,6 +240,32 @@ def plot(
     typer.echo(f"Wrote {summary.path}")
 
 
+@app.command()
+@handle_errors
+def serve(
+    run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to bind: loopback only by default; name another (e.g. 0.0.0.0) explicitly to serve beyond this machine."),
+    port: int = typer.Option(8000, help="TCP port."),
+    device: str = typer.Option("cpu", help="'cpu', 'cuda' or 'auto' (where the decoder runs)."),
+    max_pairs: int = typer.Option(4096, "--max-pairs", help="Most node pairs per /distance request."),
+) -> None:
+    """Serve the run's graph over HTTP (/health, /distance, /geodesic, /nearest); needs the 'serve' extra."""
+    try:
+        from lsg_graph.serve import ServiceLimits, server_config
+    except ImportError as exc:
+        from lsg_graph.errors import LsgGraphError
+
+        raise LsgGraphError(str(exc)) from None
+    import uvicorn
+
+    from lsg_graph._validation import check_positive_int
+
+    limits = ServiceLimits(max_pairs=check_positive_int(max_pairs, "max_pairs"))
+    config = server_config(run, host=host, port=port, device=device, limits=limits)
+    typer.echo(f"Serving {run} on http://{host}:{port} (Ctrl-C stops)")
+    uvicorn.Server(config).run()
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="lsg-graph")

@@ -28,6 +28,7 @@ LAYERS = {
     "lsg_graph.distances": 6,
     "lsg_graph.plot": 7,
     "lsg_graph.pipeline": 7,
+    "lsg_graph.serve": 7,
     "cli": 8,
 }
 
