@@ -114,11 +114,18 @@ def build(
     candidates: int = typer.Option(1, help="Metric-aware neighbours: measure candidates*k Euclidean neighbours, keep the k shortest."),
     seed: int = typer.Option(0, help="Seed used if a model must be trained first."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    cluster: str | None = typer.Option(None, "--cluster", help="Measure edges on Ray: 'auto' (the running cluster, else a local one), 'local' or 'ray://HOST:PORT'; needs the 'ray' extra."),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors with --cluster (default: one per CPU)."),
 ) -> None:
     """Build the latent graph (training the default model first if the run has none) and save it."""
     from lsg_graph.pipeline import build_run
 
-    summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates, seed=seed, progress=not quiet)
+    executor = _ray_executor(cluster, workers, run)
+    try:
+        summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates, seed=seed, progress=not quiet, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown_workers()
     if summary.trained is not None:
         typer.echo(f"Trained a model on {summary.trained.data} (no model was in {run}).")
     typer.echo(f"Latent graph of {summary.n_points} codes (d = {summary.latent_dim}):")
@@ -238,6 +245,19 @@ def plot(
         detail = "" if result is None else f": geodesic {result.length:.4g} vs graph {result.graph_length:.4g} ({result.method})"
         typer.echo(f"  pair {pair[0]} -> {pair[1]}{detail}")
     typer.echo(f"Wrote {summary.path}")
+
+
+def _ray_executor(cluster: str | None, workers: int | None, run: Path) -> Any:
+    """The RayExecutor of `build --cluster` (None without --cluster); the model comes from the run directory."""
+    if cluster is None:
+        if workers is not None:
+            from lsg_graph.errors import InvalidInput
+
+            raise InvalidInput("--workers needs --cluster (auto, local or ray://HOST:PORT).")
+        return None
+    from lsg_graph.distributed import RayExecutor
+
+    return RayExecutor(cluster, workers, run_dir=run)
 
 
 @app.command()

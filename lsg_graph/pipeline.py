@@ -156,8 +156,12 @@ def build_run(
     seed: int = 0,
     variance: str = "rbf",
     progress: bool = True,
+    executor: Any = None,
 ) -> BuildSummary:
-    """Train the model if the run has none, encode the data, build the latent graph and save it."""
+    """Train the model if the run has none, encode the data, build the latent graph and save it.
+
+    `executor` (e.g. lsg_graph.distributed.RayExecutor) measures the edges instead of this process.
+    """
     run_dir = check_run_dir(run_dir)
     trained = None
     timings: dict[str, float] = {}
@@ -176,7 +180,7 @@ def build_run(
     metric = PullbackMetric(vae.decoder(variance))
     graph = build_latent_graph(
         metric, codes, dataset.labels, k=k, n_nodes=n_nodes, backend=backend, device=str(torch_device),
-        candidates=candidates, progress=progress,
+        candidates=candidates, progress=progress, executor=executor,
     )
     graph.params.update({"data": data, "variance": variance, "seed": seed})
     timings.update(graph.params.get("timings", {}))
