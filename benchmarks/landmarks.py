@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python benchmarks/landmarks.py [--n 100000] [--k 10] [--landmarks 16,64,256,1000] [--pairs 1000]
                                                  [--kmeans-n 100000] [--kmeans-landmarks 64] [--exact-kmeans-max 100000]
-                                                 [--quick] [--seed S]
+                                                 [--kmeans-edges decoder|euclidean] [--out NAME] [--quick] [--seed S]
 
 Codes: the default MLP VAE (VAEConfig defaults, latent 2, RBF precision decoder) is trained on the embedded digits
 (seed S); a 10-component Gaussian mixture (scikit-learn, full covariances) is fitted to the training codes and N codes
@@ -16,9 +16,12 @@ are sampled from it. The graph: build_latent_graph with that decoder's pullback 
 2. GeodesicKMeans (10 clusters, k-means++, random_state S) on the same kind of graph for each `--kmeans-n`:
    exact mode (landmarks=None; skipped above `--exact-kmeans-max`) and landmarks=`--kmeans-landmarks`, same graph,
    same seed: seconds (landmark table, init, iterations), iterations, inertia ratio, and the ARI between the two
-   partitions.
+   partitions. `--kmeans-edges euclidean` builds those graphs with Euclidean edge lengths (the same kNN graph,
+   T = 1) instead of the decoder's metric, to reach N = 10^6 on a small machine (the decoder build of 10^6 codes
+   alone takes about half an hour on one core); `--pairs 0` skips section 1.
 
-Tables are printed; rows go to benchmarks/results/landmarks.json (landmarks_quick.json with --quick).
+Tables are printed; rows go to benchmarks/results/landmarks.json (landmarks_quick.json with --quick; --out NAME
+to choose another name).
 """
 
 from __future__ import annotations
@@ -73,12 +76,12 @@ def synthetic_codes(seed: int, quick: bool) -> tuple[Any, Any]:
     return PullbackMetric(vae.decoder("rbf")), sample
 
 
-def build(metric: PullbackMetric, codes: np.ndarray, k: int) -> tuple[LatentGraph, float]:
+def build(metric: PullbackMetric, codes: np.ndarray, k: int, n_nodes: int = 8) -> tuple[LatentGraph, float]:
     """The latent graph of `codes` and its build seconds."""
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DisconnectedGraphWarning)
-        graph = build_latent_graph(metric, codes, k=k, device="cpu")
+        graph = build_latent_graph(metric, codes, k=k, n_nodes=n_nodes, device="cpu")
     return graph, time.perf_counter() - started
 
 
@@ -165,6 +168,8 @@ def main() -> None:
     parser.add_argument("--kmeans-n", default="100000")
     parser.add_argument("--kmeans-landmarks", type=int, default=64)
     parser.add_argument("--exact-kmeans-max", type=int, default=100_000)
+    parser.add_argument("--kmeans-edges", choices=("decoder", "euclidean"), default="decoder")
+    parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="N = 10^4, L up to 256, 300 pairs, brief training")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -178,10 +183,54 @@ def main() -> None:
     started = time.perf_counter()
     metric, sample = synthetic_codes(args.seed, args.quick)
     train_s = time.perf_counter() - started
-    graph, build_s = build(metric, sample(args.n), args.k)
-    print(f"trained in {train_s:.1f} s; graph N = {graph.n_points}, {graph.n_edges} edges, built in {build_s:.1f} s")
+    print(f"trained in {train_s:.1f} s")
+    errors, timings, build_s = [], {}, None
+    if args.pairs > 0:
+        graph, build_s = build(metric, sample(args.n), args.k)
+        print(f"graph N = {graph.n_points}, {graph.n_edges} edges, built in {build_s:.1f} s")
+        errors, timings = estimate_errors(graph, sizes, args.pairs, args.seed)
+        report_errors(errors, timings, graph, args, sizes)
+        del graph
 
-    errors, timings = estimate_errors(graph, sizes, args.pairs, args.seed)
+    clusters = []
+    if args.kmeans_edges == "euclidean":
+        from lsg_graph.distances import EuclideanDecoder
+
+        metric = PullbackMetric(EuclideanDecoder(2))
+    for n in kmeans_sizes:
+        kgraph, kbuild_s = build(metric, sample(n), args.k, 1 if args.kmeans_edges == "euclidean" else 8)
+        print(f"k-means graph N = {n}: {kgraph.n_edges} edges, built in {kbuild_s:.1f} s ({args.kmeans_edges} edges)")
+        rows = kmeans_rows(kgraph, args.kmeans_landmarks, n <= args.exact_kmeans_max, args.seed)
+        for row in rows:
+            row["build_s"] = kbuild_s
+            row["edges"] = args.kmeans_edges
+            print(row)
+        clusters += rows
+        del kgraph
+    print(
+        table(
+            f"GeodesicKMeans, {N_CLUSTERS} clusters, k-means++ (load {load_average()})",
+            [
+                ("n", "N", "g"), ("edges", "edges", "str"), ("mode", "mode", "str"), ("seconds", "fit s", "s"),
+                ("landmarks_s", "landmarks s", "s"), ("init_s", "init s", "s"), ("update_s", "updates s", "s"),
+                ("assign_s", "assign s", "s"), ("n_iter", "iters", "g"), ("time_ratio", "time vs exact", "x"),
+                ("inertia_ratio", "inertia vs exact", "g"), ("ari_vs_exact", "ARI vs exact", "g"),
+                ("build_s", "graph build s", "s"),
+            ],
+            clusters,
+        )
+    )
+    payload = {
+        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "load_end": load_average(), "args": vars(args), "train_s": train_s, "build_s": build_s,
+        "timings": timings, "errors": errors, "kmeans": clusters,
+    }
+    name = args.out or ("landmarks_quick" if args.quick else "landmarks")
+    print(f"wrote {write_json(name, payload)}")
+
+
+def report_errors(errors: list[dict], timings: dict, graph: LatentGraph, args: Any, sizes: list[int]) -> None:
+    """Print section 1."""
     print(
         table(
             f"Landmark estimates vs exact Dijkstra: {args.pairs} random pairs, N = {graph.n_points}, k = {args.k} "
@@ -198,34 +247,6 @@ def main() -> None:
         f"exact Dijkstra: {timings['exact_s_per_dijkstra'] * 1e3:.1f} ms per source; landmark tables (L = {max(sizes)}): "
         f"farthest {timings['farthest_table_s']:.1f} s, random {timings['random_table_s']:.1f} s"
     )
-    del graph
-
-    clusters = []
-    for n in kmeans_sizes:
-        kgraph, kbuild_s = build(metric, sample(n), args.k)
-        rows = kmeans_rows(kgraph, args.kmeans_landmarks, n <= args.exact_kmeans_max, args.seed)
-        for row in rows:
-            row["build_s"] = kbuild_s
-        clusters += rows
-        del kgraph
-    print(
-        table(
-            f"GeodesicKMeans, {N_CLUSTERS} clusters, k-means++ (load {load_average()})",
-            [
-                ("n", "N", "g"), ("mode", "mode", "str"), ("seconds", "fit s", "s"), ("landmarks_s", "landmarks s", "s"),
-                ("init_s", "init s", "s"), ("update_s", "updates s", "s"), ("assign_s", "assign s", "s"),
-                ("n_iter", "iters", "g"), ("time_ratio", "time vs exact", "x"), ("inertia_ratio", "inertia vs exact", "g"),
-                ("ari_vs_exact", "ARI vs exact", "g"), ("build_s", "graph build s", "s"),
-            ],
-            clusters,
-        )
-    )
-    payload = {
-        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "load_end": load_average(), "args": vars(args), "train_s": train_s, "build_s": build_s,
-        "timings": timings, "errors": errors, "kmeans": clusters,
-    }
-    print(f"wrote {write_json('landmarks_quick' if args.quick else 'landmarks', payload)}")
 
 
 if __name__ == "__main__":
