@@ -197,8 +197,14 @@ class RayExecutor:
             return ray
         self.shutdown_workers()
         n_workers = self.n_workers
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
         if n_workers is None:
-            n_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.cpus_per_worker)
+            n_workers = max(1, cluster_cpus // self.cpus_per_worker)
+        if n_workers * self.cpus_per_worker > cluster_cpus:  # the extra actors would wait forever for CPUs
+            raise InvalidInput(
+                f"{n_workers} worker(s) x {self.cpus_per_worker} CPU(s) need {n_workers * self.cpus_per_worker} CPUs; "
+                f"the Ray cluster has {cluster_cpus}. Use fewer workers (or start Ray with more logical CPUs)."
+            )
         self._remote = ray.remote(num_cpus=self.cpus_per_worker)(_EdgeWorker)
         self._spec_ref = ray.put(self._spec(metric))
         self.actors_ = [self._new_actor() for _ in range(n_workers)]
