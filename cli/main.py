@@ -310,6 +310,8 @@ def build(
     codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
     labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
     train_if_missing: bool | None = typer.Option(None, "--train-if-missing/--no-train", help=TRAIN_HELP, show_default=False),
+    cluster: str | None = typer.Option(None, "--cluster", help="Measure edges on Ray: 'auto' (the running cluster, else a local one), 'local' or 'ray://HOST:PORT'; needs the 'ray' extra."),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors with --cluster (default: one per CPU)."),
     quiet: bool = _quiet_option(),
     threads: int | None = _threads_option(),
     as_json: bool = _json_option(),
@@ -318,14 +320,23 @@ def build(
     from lsg_graph.pipeline import build_run
 
     show = _setup(threads, quiet)
+    if cluster is not None and decoder is not None:
+        from lsg_graph.errors import InvalidInput
+
+        raise InvalidInput("--cluster ships the run's own model to the Ray workers; it cannot be used with --decoder.")
     user = _user(decoder, codes, labels)
-    summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates, seed=seed,
-                        progress=show, user=user, train_if_missing=train_if_missing)
+    executor = _ray_executor(cluster, workers, run)
+    try:
+        summary = build_run(run, data, k=k, n_nodes=nodes, backend=backend, device=device, candidates=candidates,
+                            seed=seed, progress=show, user=user, train_if_missing=train_if_missing, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown_workers()
     payload = {
         "n_points": summary.n_points, "latent_dim": summary.latent_dim, "n_edges": summary.n_edges,
         "n_components_before_bridging": summary.n_components_before_bridging, "n_bridges": summary.n_bridges,
         "timings": summary.timings, "trained": None if summary.trained is None else summary.trained.data,
-        "decoder": decoder, "graph": summary.graph_path,
+        "decoder": decoder, "cluster": cluster, "graph": summary.graph_path,
     }
 
     def human() -> None:
@@ -567,6 +578,47 @@ def plot(
             typer.echo(f"Wrote {strip}")
 
     _emit(as_json, payload, human)
+
+
+def _ray_executor(cluster: str | None, workers: int | None, run: Path) -> Any:
+    """The RayExecutor of `build --cluster` (None without --cluster); the model comes from the run directory."""
+    if cluster is None:
+        if workers is not None:
+            from lsg_graph.errors import InvalidInput
+
+            raise InvalidInput("--workers needs --cluster (auto, local or ray://HOST:PORT).")
+        return None
+    from lsg_graph.distributed import RayExecutor
+
+    return RayExecutor(cluster, workers, run_dir=run)
+
+
+@app.command(context_settings=CONTEXT)
+@handle_errors
+def serve(
+    run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to bind: loopback only by default; name another (e.g. 0.0.0.0) explicitly to serve beyond this machine."),
+    port: int = typer.Option(8000, help="TCP port."),
+    device: str = typer.Option("cpu", help="'cpu', 'cuda' or 'auto' (where the decoder runs)."),
+    max_pairs: int = typer.Option(4096, "--max-pairs", help="Most node pairs per /distance request."),
+    threads: int | None = _threads_option(),
+) -> None:
+    """Serve the run's graph over HTTP (/health, /distance, /geodesic, /nearest); needs the 'serve' extra."""
+    try:
+        from lsg_graph.serve import ServiceLimits, server_config
+    except ImportError as exc:
+        from lsg_graph.errors import LsgGraphError
+
+        raise LsgGraphError(str(exc)) from None
+    import uvicorn
+
+    from lsg_graph._validation import check_positive_int
+
+    _setup(threads, quiet=True)
+    limits = ServiceLimits(max_pairs=check_positive_int(max_pairs, "max_pairs"))
+    config = server_config(run, host=host, port=port, device=device, limits=limits)
+    typer.echo(f"Serving {run} on http://{host}:{port} (Ctrl-C stops)")
+    uvicorn.Server(config).run()
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from lsg_graph.distances import (
     param_error,
 )
 from lsg_graph.errors import InvalidInput
+from lsg_graph.geodesics.landmarks import Landmarks, select_landmarks
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.progress import track
@@ -48,6 +49,7 @@ INIT_METHODS = {
     "random": "n_clusters distinct points drawn uniformly",
 }
 METRICS = {"graph": "X holds latent codes; distances are shortest paths in a LatentGraph", "precomputed": "X is (n, n)"}
+LANDMARK_VERIFIED = 2  # landmark mode: best-ranked candidates per cluster whose exact cost is computed
 COST_TOLERANCE = 1e-12  # a medoid moves only if it lowers its cluster's cost by more than this relative amount
 OWNER = "GeodesicKMeans"
 
@@ -97,6 +99,39 @@ class _GraphSpace:
         offsets = np.square(codes - codes.mean(axis=0)).sum(axis=1)
         near_mean = members[np.argsort(offsets, kind="stable")[: self.n_candidates - half]]
         return np.unique(np.concatenate([[current], near_medoid, near_mean]))
+
+
+class _LandmarkGraphSpace(_GraphSpace):
+    """_GraphSpace for large graphs: a large cluster's candidates are ranked by landmark estimates of their cost.
+
+    The estimate of d(c, i) is the landmark lower bound max_l |d(c, l) - d(i, l)| (O(L) per member, no Dijkstra);
+    only the LANDMARK_VERIFIED best-ranked candidates get their exact cost (one Dijkstra each), compared with the
+    current medoid's exact cost, so a medoid still moves only when its exact cost strictly drops. Clusters of at
+    most `exact_size` members get the exact medoid as in _GraphSpace.
+    """
+
+    def __init__(self, graph: LatentGraph, exact_size: int, n_candidates: int, landmarks: Landmarks) -> None:
+        """Keep the graph, the medoid-update settings and the landmark table."""
+        super().__init__(graph, exact_size, n_candidates)
+        self.landmarks, self.seconds = landmarks, 0.0
+
+    def medoid(self, members: np.ndarray, current: int, distance: np.ndarray) -> int:
+        """The best of the landmark-ranked candidates if its exact cost beats the current medoid's, else current."""
+        if len(members) <= self.exact_size:
+            return super().medoid(members, current, distance)
+        candidates = self._candidates(members, current, distance)
+        table = self.landmarks.distances
+        at_members = table[:, members]
+        estimated = np.array([np.square(np.abs(at_members - table[:, [c]]).max(axis=0)).sum() for c in candidates])
+        ranked = candidates[np.argsort(estimated, kind="stable")]
+        shortlist = ranked[ranked != current][:LANDMARK_VERIFIED]
+        if shortlist.size == 0:
+            return int(current)
+        own = distance[members]  # exact distances from the current medoid (the assignment's Dijkstra)
+        limit = (float(own.max()) + float(distance[shortlist].max())) * (1.0 + 1e-9) + 1e-300
+        costs = np.square(dijkstra_rows(self.graph.weights, shortlist, limit)[:, members]).sum(axis=1)
+        contenders = np.concatenate([[current], shortlist])
+        return _best_candidate(contenders, np.concatenate([[np.square(own).sum()], costs]), current)
 
 
 class _PrecomputedSpace:
@@ -275,6 +310,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     n_medoid_candidates : members tried per larger cluster (half nearest its medoid, half nearest its mean code).
     verbose : 0 (default) silent; > 0 shows the edge-weighting bar of the graph build and a bar over the n_init
         runs on stderr.
+    landmarks : None (default) or L >= 1 (metric="graph"): for large graphs, the candidates of clusters larger than
+        exact_medoid_size are ranked by landmark lower bounds of their cost (L farthest-point landmarks, seeded by
+        random_state; see lsg_graph.geodesics.landmarks) and only the best LANDMARK_VERIFIED get an exact Dijkstra.
 
     Attributes
     ----------
@@ -282,7 +320,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     (use medoid_indices_); inertia_: sum of squared geodesic distances to the assigned medoid; n_iter_;
     graph_ and edge_metric_ (metric="graph"); timings_: seconds of the graph build ("graph_s"; 0-ish for a given
     graph), and of the kept run's init ("init_s"), medoid updates ("update_s", one per iteration) and assignments
-    ("assign_s", one per iteration that moved a medoid), and "total_s"; n_features_in_.
+    ("assign_s", one per iteration that moved a medoid), and "total_s"; n_features_in_; landmark_indices_ (L,)
+    when landmarks is set ("landmarks_s" in timings_: seconds of the landmark Dijkstras, part of graph_s).
     """
 
     def __init__(
@@ -303,6 +342,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         exact_medoid_size: int = 256,
         n_medoid_candidates: int = 16,
         verbose: int = 0,
+        landmarks: int | None = None,
     ) -> None:
         """Store the parameters (validated in fit); verbose > 0 shows the graph build and the runs on stderr."""
         self.n_clusters = n_clusters
@@ -320,6 +360,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.exact_medoid_size = exact_medoid_size
         self.n_medoid_candidates = n_medoid_candidates
         self.verbose = verbose
+        self.landmarks = landmarks
 
     # -------------------------------------------------------------------------------------------- fit
 
@@ -353,6 +394,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
                 raise param_error(OWNER, "random_state", rule, self.random_state)
         check_int_param(self.exact_medoid_size, "exact_medoid_size", OWNER, 1)
         check_int_param(self.n_medoid_candidates, "n_medoid_candidates", OWNER, 1)
+        if self.landmarks is not None:
+            check_int_param(self.landmarks, "landmarks", OWNER, 1)
         return {
             "n_init": check_int_param(self.n_init, "n_init", OWNER, 1),
             "max_iter": check_int_param(self.max_iter, "max_iter", OWNER, 1),
@@ -378,7 +421,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     def _fit_space(self, X: Any) -> Any:
         """Validate X, build or check the graph (metric="graph") or the distance matrix; return the distance space."""
         if self.metric == "precomputed":
-            for stale in ("graph_", "edge_metric_"):  # left by an earlier fit with metric="graph"
+            if self.landmarks is not None:
+                raise param_error(OWNER, "landmarks", "None for metric='precomputed'", self.landmarks)
+            for stale in ("graph_", "edge_metric_", "landmark_indices_"):  # left by an earlier fit with metric="graph"
                 self.__dict__.pop(stale, None)
             X = validate_data(self, X, dtype=np.float64, ensure_all_finite=False)
             return _PrecomputedSpace(check_distance_matrix(X))
@@ -397,7 +442,17 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             owner=OWNER,
             verbose=self.verbose,
         )
-        return _GraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates)
+        self.__dict__.pop("landmark_indices_", None)
+        if self.landmarks is None:
+            return _GraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates)
+        n_landmarks = check_int_param(self.landmarks, "landmarks", OWNER, 1, n_samples, "n_samples]")
+        started = time.perf_counter()
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        table = select_landmarks(self.graph_, n_landmarks, random_state=seed)
+        self.landmark_indices_ = table.indices.copy()
+        space = _LandmarkGraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates, table)
+        space.seconds = time.perf_counter() - started
+        return space
 
     def _set_fitted(self, space: Any, run: _Run, graph_s: float) -> None:
         """Store the fitted attributes of the kept run."""
@@ -410,6 +465,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.cluster_centers_ = None if graph is None else graph.codes[self.medoid_indices_].copy()
         rounds = float(np.sum(run.timings["update_s"]) + np.sum(run.timings["assign_s"]))
         self.timings_ = {"graph_s": graph_s, **run.timings, "total_s": graph_s + run.timings["init_s"] + rounds}
+        if isinstance(space, _LandmarkGraphSpace):
+            self.timings_["landmarks_s"] = space.seconds
 
     # -------------------------------------------------------------------------------------------- use
 

@@ -30,7 +30,7 @@ KMEANS_FILE = "kmeans.safetensors"
 SUMMARY_FILE = "kmeans.json"
 JSON_PARAMS = (
     "n_clusters", "n_init", "max_iter", "tol", "metric", "n_neighbors", "n_nodes", "candidates",
-    "exact_medoid_size", "n_medoid_candidates",
+    "exact_medoid_size", "n_medoid_candidates", "landmarks",
 )
 
 
@@ -108,6 +108,8 @@ def save_kmeans(estimator: Any, path: str | Path) -> Path:
     }
     if estimator.cluster_centers_ is not None:
         tensors["cluster_centers"] = torch.from_numpy(np.ascontiguousarray(estimator.cluster_centers_))
+    if getattr(estimator, "landmark_indices_", None) is not None:
+        tensors["landmark_indices"] = torch.from_numpy(np.ascontiguousarray(estimator.landmark_indices_))
     if graph is not None:
         graph.save(path)
         meta["graph_sha256"] = _io.sha256_file(path / GRAPH_FILE)
@@ -159,6 +161,12 @@ def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
         if meta.get("graph_given"):
             estimator.graph = graph
     centers = tensors.get("cluster_centers")
+    landmarks = tensors.get("landmark_indices")
+    if landmarks is not None:
+        landmarks = landmarks.numpy().copy()
+        if landmarks.ndim != 1 or (landmarks.size and (landmarks.min() < 0 or landmarks.max() >= n)):
+            raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is inconsistent: landmark indices outside [0, {n}).")
+        estimator.landmark_indices_ = landmarks
     estimator.labels_ = labels
     estimator.medoid_indices_ = medoids
     estimator.cluster_centers_ = None if centers is None else centers.numpy().copy()

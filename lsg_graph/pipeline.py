@@ -256,6 +256,7 @@ def build_run(
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
+    executor: Any = None,
 ) -> BuildSummary:
     """Train the model if the run has none, encode the data, build the latent graph and save it.
 
@@ -267,6 +268,8 @@ def build_run(
     With `user` (a decoder and codes of the user's own, `lsg_graph.user_model`) no model is trained or loaded: the
     graph is built over the user's codes with the user's decoder. `train_if_missing`: train the default model when
     the run has none (None: only in the default run directory, so that a mistyped run directory is refused).
+    `executor` (e.g. lsg_graph.distributed.RayExecutor) measures the edges instead of this process (not with `user`:
+    it ships the run's own model).
     """
     from lsg_graph._validation import check_positive_int
 
@@ -283,6 +286,8 @@ def build_run(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if user is not None:
+        if executor is not None:
+            raise InvalidInput("An executor ships the run's own model to its workers; it cannot build with a user decoder.")
         return build_user_run(run_dir, user, k=k, n_nodes=n_nodes, backend=backend, device=device,
                               candidates=candidates, progress=progress)
     if not (run_dir / MODEL_FILE).exists():
@@ -311,7 +316,7 @@ def build_run(
         metric = PullbackMetric(vae.decoder(variance))
         graph = build_latent_graph(
             metric, codes, dataset.labels, k=k, n_nodes=n_nodes, backend=backend, device=str(torch_device),
-            candidates=candidates, progress=progress,
+            candidates=candidates, progress=progress, executor=executor,
         )
         graph.params.update({
             "data": absolute_spec(data), "data_sha256": data_fingerprint(dataset), "model_sha256": vae.checksum,

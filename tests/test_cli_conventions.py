@@ -175,6 +175,14 @@ def test_mistyped_run_is_refused_not_trained(tmp_path: Path) -> None:
         assert not (tmp_path / "lsg-ot").exists()
 
 
+def test_cluster_with_own_decoder_is_refused(tmp_path: Path) -> None:
+    """build --cluster ships the run's model to Ray workers: with --decoder it is refused before anything is loaded."""
+    result = runner.invoke(app, ["build", "--run", str(tmp_path / "run"), "--decoder", "no_such_module:factory",
+                                 "--codes", str(tmp_path / "codes.npy"), "--cluster", "local"])
+    assert result.exit_code == 1 and "--cluster" in result.output and "--decoder" in result.output
+    assert "no_such_module" not in result.output and not (tmp_path / "run").exists()
+
+
 def test_no_figure_alias_and_consistent_flag() -> None:
     """`--no-figures` on cluster and walk (`--no-figure` still accepted)."""
     for name in ("cluster", "walk"):

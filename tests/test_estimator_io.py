@@ -49,6 +49,17 @@ def test_save_load_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray
     assert loaded.get_params()["n_neighbors"] == 8 and loaded.get_params()["random_state"] == 0
 
 
+def test_landmark_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    """landmarks (a parameter) and landmark_indices_ (fitted) survive save/load; the loaded one refits the same."""
+    X, _ = data
+    model = GeodesicKMeans(3, n_neighbors=8, random_state=0, landmarks=4, exact_medoid_size=10).fit(X)
+    loaded = GeodesicKMeans.load(model.save(tmp_path / "lm"))
+    assert loaded.get_params()["landmarks"] == 4 and loaded.get_params()["exact_medoid_size"] == 10
+    np.testing.assert_array_equal(loaded.landmark_indices_, model.landmark_indices_)
+    np.testing.assert_array_equal(loaded.fit(X).labels_, model.labels_)
+    np.testing.assert_array_equal(loaded.landmark_indices_, model.landmark_indices_)
+
+
 def test_precomputed_round_trip(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     X, new = data
     distances = np.linalg.norm(X[:, None] - X[None], axis=2)

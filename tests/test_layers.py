@@ -22,6 +22,7 @@ LAYERS = {
     "lsg_graph.manifolds": 2,
     "lsg_graph.metric": 3,
     "lsg_graph.graph": 4,
+    "lsg_graph.distributed": 4,
     "lsg_graph.geodesics": 5,
     "lsg_graph.cluster": 6,
     "lsg_graph.walks": 6,
@@ -32,6 +33,7 @@ LAYERS = {
     "lsg_graph.estimator_io": 6,
     "lsg_graph._threads": 0,
     "lsg_graph.progress": 0,
+    "lsg_graph.serve": 7,
     "cli": 8,
 }
 

@@ -133,12 +133,14 @@ def build_latent_graph(
     candidates: int = 1,
     connect: str = "bridge",
     progress: bool = False,
+    executor: Any = None,
 ) -> LatentGraph:
     """Build the kNN graph of `codes` (n, d) with metric edge lengths; see LatentGraph for the result.
 
     With `candidates` c > 1, c*k Euclidean neighbours are measured and the k metrically shortest kept
     (metric-aware neighbours). Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning)
-    or refused (`connect="error"`, DisconnectedGraph).
+    or refused (`connect="error"`, DisconnectedGraph). `executor`: None measures the edges here; else an object
+    with `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor.
     """
     check_metric(metric)
     if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
@@ -151,6 +153,9 @@ def build_latent_graph(
     candidates = check_positive_int(candidates, "candidates")
     backend = resolve_backend(backend, codes.shape[1], device)
     check_choice(connect, "connect mode", CONNECT_MODES)
+    if executor is not None and not callable(getattr(executor, "edge_lengths", None)):
+        raise InvalidInput(f"executor must be None or have an edge_lengths method; got {type(executor).__name__}.")
+    measure = edge_lengths if executor is None else executor.edge_lengths
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -160,7 +165,7 @@ def build_latent_graph(
 
     started = time.perf_counter()
     rows, cols = _unique_pairs(neighbors.indices)
-    lengths = edge_lengths(metric, codes[rows], codes[cols], n_nodes=n_nodes, progress=progress)
+    lengths = measure(metric, codes[rows], codes[cols], n_nodes=n_nodes, progress=progress)
     if n_candidates > k:
         rows, cols, lengths = _keep_metric_nearest(rows, cols, lengths, n_points, k)
     weights = _symmetric_csr(rows, cols, lengths, n_points)

@@ -1,0 +1,153 @@
+"""Distributed edge weighting on a local Ray cluster: edges/s with 1, 2 and 4 actors against the local build.
+
+Usage:  .venv/bin/python benchmarks/distributed.py [--n 10000] [--k 10] [--workers 1,2,4] [--epochs 3] [--quick]
+
+Model: the default MLP VAE (VAEConfig defaults, latent 2, RBF precision decoder) on the real MNIST sample
+(/work/data/mnist_5k.csv.gz, D = 784, pixels / 255), trained briefly (`--epochs`; speed does not depend on the
+fit). Codes: N samples of a 10-component Gaussian mixture fitted to the MNIST codes. Edges: the unique kNN pairs
+(k neighbours) of the build, T = 8.
+
+Rows, all on the same edges in one process (Ray started once with as many CPUs as the machine has):
+  local, 1 thread / local, 2 threads   `edge_lengths` in this process (torch.set_num_threads)
+  ray, W workers                       RayExecutor(n_workers=W) with one thread per actor: a warm-up call starts
+                                       the actors (its seconds are "startup"), then the timed call ("warm").
+Each Ray result is compared with the local one (max relative difference; 0 means bit for bit). Overhead at W
+workers = (local 1-thread edges/s x min(W, CPUs)) / Ray edges/s - 1, i.e. against perfect scaling of the local
+single-thread rate on the CPUs actually there; also the plain ratio to the local build with as many threads.
+Memory: each actor's resident set after its work. The projection: hours for 1.5e7 edges (10^6 codes, k = 20) at
+the measured per-worker rate, for 8 / 64 workers of this kind.
+
+Rows go to benchmarks/results/distributed.json (distributed_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import table, write_json  # noqa: E402
+
+from lsg_graph.graph.knn import knn  # noqa: E402
+from lsg_graph.graph.latent_graph import _unique_pairs  # noqa: E402
+from lsg_graph.graph.weights import edge_lengths  # noqa: E402
+from lsg_graph.metric import PullbackMetric  # noqa: E402
+from lsg_graph.vae import VAEConfig, encode_codes, train_vae  # noqa: E402
+
+MNIST = Path("/work/data/mnist_5k.csv.gz")
+EDGES_1M = 1.5e7  # about 10^6 codes at k = 20
+
+
+def mnist_images() -> np.ndarray:
+    """The 5000 MNIST digits (5000, 784) float32 in [0, 1] (label column dropped)."""
+    with gzip.open(MNIST, "rt") as handle:
+        table_ = np.loadtxt(handle, delimiter=",", dtype=np.float32)
+    return table_[:, :-1] / 255.0
+
+
+def main() -> None:
+    """Measure and write the JSON."""
+    import ray
+    from sklearn.mixture import GaussianMixture
+
+    from lsg_graph.distributed import RayExecutor
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="N = 2000, 1 epoch")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.epochs = 2000, 1
+    cpus = os.cpu_count() or 1
+    print(f"python {platform.python_version()}, torch {torch.__version__}, {cpus} CPUs, load {os.getloadavg()[0]:.1f}")
+
+    images = mnist_images()
+    vae, _ = train_vae(images, VAEConfig(input_dim=784, epochs=args.epochs, rbf_epochs=1, seed=args.seed), progress=False)
+    mixture = GaussianMixture(10, covariance_type="full", random_state=args.seed).fit(encode_codes(vae, images))
+    codes = mixture.sample(args.n)[0].astype(np.float64)
+    rows, cols = _unique_pairs(knn(codes, args.k, backend="kdtree", device="cpu").indices)
+    starts, ends = codes[rows], codes[cols]
+    metric = PullbackMetric(vae.decoder("rbf"))
+    n_edges = len(rows)
+    print(f"N = {args.n}, {n_edges} edges, D = 784")
+
+    results, reference = [], None
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        lengths = edge_lengths(metric, starts, ends)
+        seconds = time.perf_counter() - started
+        reference = lengths if reference is None else reference
+        results.append({"mode": f"local, {threads} thread(s)", "workers": 0, "threads": threads, "seconds": seconds,
+                        "edges_per_s": n_edges / seconds, "max_rel_diff": float(np.max(np.abs(lengths - reference) / reference))})
+    torch.set_num_threads(1)
+    local_rate = results[0]["edges_per_s"]
+
+    started = time.perf_counter()
+    worker_counts = [int(value) for value in args.workers.split(",") if value]
+    # logical CPUs: W > cores oversubscribes the cores (4 actors on 2 cores measure the overhead of contention)
+    ray.init(num_cpus=max([cpus, *worker_counts]), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_init_s = time.perf_counter() - started
+    for n_workers in worker_counts:
+        executor = RayExecutor(n_workers=n_workers, model=vae)
+        started = time.perf_counter()
+        executor.edge_lengths(metric, starts[:64], ends[:64])
+        startup = time.perf_counter() - started
+        started = time.perf_counter()
+        lengths = executor.edge_lengths(metric, starts, ends)
+        seconds = time.perf_counter() - started
+        stats = executor.stats_
+        executor.shutdown_workers()
+        ideal = local_rate * min(n_workers, cpus)
+        same_threads = next((row for row in results if row["threads"] == min(n_workers, 2) and row["workers"] == 0), None)
+        results.append({
+            "mode": f"ray, {n_workers} worker(s)", "workers": n_workers, "threads": 1, "seconds": seconds,
+            "startup_s": startup, "edges_per_s": n_edges / seconds, "per_worker_edges_per_s": n_edges / seconds / min(n_workers, cpus),
+            "overhead_vs_ideal": ideal / (n_edges / seconds) - 1.0,
+            "vs_local_same_cpus": (n_edges / seconds) / same_threads["edges_per_s"] if same_threads else None,
+            "max_rel_diff": float(np.max(np.abs(lengths - reference) / reference)),
+            "bitwise": bool(np.array_equal(lengths, reference)),
+            "worker_rss_mb": [value / 2**20 for value in stats["worker_rss_bytes"]],
+            "blocks": stats["blocks"], "blocks_per_worker": stats["blocks_per_worker"],
+        })
+    ray.shutdown()
+
+    for row in results:
+        row["mean_rss_mb"] = float(np.mean(row["worker_rss_mb"])) if row.get("worker_rss_mb") else None
+    print(
+        table(
+            f"Edge weighting, {n_edges} edges, MNIST-size MLP decoder (D = 784), T = 8 (load {os.getloadavg()[0]:.1f})",
+            [
+                ("mode", "mode", "str"), ("seconds", "seconds", "s"), ("startup_s", "actor startup s", "s"),
+                ("edges_per_s", "edges/s", "g"), ("overhead_vs_ideal", "overhead vs ideal", "pct"),
+                ("vs_local_same_cpus", "vs local, same CPUs", "x"), ("max_rel_diff", "max rel diff", "e"),
+                ("bitwise", "bit for bit", "str"), ("mean_rss_mb", "RSS per worker MB", "g"),
+            ],
+            [dict(row, bitwise=str(row.get("bitwise", "-"))) for row in results],
+        )
+    )
+    per_worker = max((row["per_worker_edges_per_s"] for row in results if row["workers"]), default=local_rate)
+    projection = {f"{w}_workers_hours": EDGES_1M / (per_worker * w) / 3600 for w in (8, 64)}
+    print(f"Ray init {ray_init_s:.1f} s. 1.5e7 edges at {per_worker:.0f} edges/s per worker: "
+          + ", ".join(f"{name.split('_')[0]} workers {hours:.2f} h" for name, hours in projection.items()))
+    payload = {"python": platform.python_version(), "torch": torch.__version__, "cpus": cpus, "args": vars(args),
+               "n_edges": n_edges, "ray_init_s": ray_init_s, "rows": results, "projection": projection,
+               "load_end": os.getloadavg()[0]}
+    print(f"wrote {write_json('distributed_quick' if args.quick else 'distributed', payload)}")
+
+
+if __name__ == "__main__":
+    main()
