@@ -472,13 +472,11 @@ def cluster_run(
         ]
         if graph.labels is not None:
             panels.append(ClusterPanel("true labels", graph.labels, palette="labels"))
-        with _progress.stage("cluster figure", total=1, unit="figure", show=progress) as bar:
-            metric = load_metric(run_dir, graph, device, user)
-            figure_path = plot_cluster_comparison(
-                graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
-                title=f"{n_clusters} clusters of {graph.n_points} codes",
-            )
-            bar.update(1)
+        metric = load_metric(run_dir, graph, device, user)
+        figure_path = plot_cluster_comparison(
+            graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
+            title=f"{n_clusters} clusters of {graph.n_points} codes", progress=progress,
+        )
     return ClusterSummary(n_clusters, result, euclidean, euclidean_scores, labels_path, figure_path, built)
 
 
@@ -569,6 +567,7 @@ def walk_run(
             map_path = plot_magnification(
                 metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png", dpi=dpi,
                 title=f"{n_walkers} {kind} random walks from {start_name}, step size {step_size:.3g}",
+                progress=progress,
             )
         image_shape = _image_shape(run_dir, result.decoded_means.shape[-1])
         if image_shape is not None:
@@ -707,12 +706,11 @@ def plot_run(
     title = ("Graph paths (not refined)" if refine == "none" else f"Geodesics ({refine})") + \
         " on the magnification factor"
     out = Path(out) if out is not None else Path(run_dir) / f"magnification.{fmt}"
-    with _progress.stage("magnification map", total=1, unit="figure", show=progress) as bar:
-        path = plot_magnification(
-            metric, base.codes, base.labels, curves=curves, straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
-            out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
-        )
-        bar.update(1)
+    path = plot_magnification(
+        metric, base.codes, base.labels, curves=curves, progress=progress,
+        straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
+        out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
+    )
     strip_paths: list[Path] = []
     image_shape = _image_shape(Path(run_dir), metric.output_dim)
     if strips and image_shape is not None and curves:
