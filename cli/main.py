@@ -441,7 +441,7 @@ def walk(
     start: str = typer.Option("0", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     steps: int = typer.Option(100, help="Steps per walker."),
     kind: str = typer.Option("metric", help="'metric' (covariance s M^-1), 'euclidean' (s I) or 'brownian' (metric + drift)."),
-    step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (a mean step of 1/20 of the codes' spread)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (the walk moves about 5 lengths of the graph edges there)."),
     walkers: int = typer.Option(8, help="Number of walkers."),
     seed: int = typer.Option(0, help="Seed of the walk noise."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
