@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import typer
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -66,17 +65,30 @@ FLAG_NAMES = {
     "n_segments": "--segments",
     "n_steps": "--steps",
     "ridge": "--ridge",
+    "energy_iter": "--energy-iter",
+    "tol": "--tol",
     "'k'": "--k",
     "'candidates'": "--candidates",
 }
 
 
-def _cli_names(message: str) -> str:
-    """A warning message with library parameter names replaced by this command's flags (or where to set them)."""
-    try:
-        params = {opt for param in click.get_current_context().command.params for opt in param.opts}
-    except RuntimeError:
-        params = set()
+def command_flags(command: Callable[..., Any]) -> set[str]:
+    """The option flags a command function declares (from its typer.Option defaults)."""
+    import inspect
+
+    flags = set()
+    for name, parameter in inspect.signature(command).parameters.items():
+        declared = getattr(parameter.default, "param_decls", None)
+        if declared:
+            flags.update(decl for part in declared for decl in part.split("/") if decl.startswith("-"))
+        else:
+            flags.add("--" + name.replace("_", "-"))
+    return flags
+
+
+def _cli_names(message: str, params: set[str] | None = None) -> str:
+    """A warning message with library parameter names replaced by the command's flags (or where to set them)."""
+    params = set() if params is None else params
     for name, flag in FLAG_NAMES.items():
         pattern = re.escape(name) if name.startswith("'") else rf"\b{re.escape(name)}\b"
         replacement = flag if flag in params else f"{flag} (of lsg-graph build)" if flag in ("--k", "--candidates") else None
@@ -87,6 +99,8 @@ def _cli_names(message: str) -> str:
 
 def handle_errors(command: F) -> F:
     """Turn LsgGraphError into 'Error: message' on stderr and exit code 1 (no traceback)."""
+
+    flags = command_flags(command)
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -108,7 +122,7 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(code=1) from None
         for warning in caught:
             if issubclass(warning.category, UserWarning):
-                typer.echo(f"Warning: {_cli_names(str(warning.message))}", err=True)
+                typer.echo(f"Warning: {_cli_names(str(warning.message), flags)}", err=True)
         return result
 
     return wrapper  # type: ignore[return-value]
@@ -365,6 +379,8 @@ def geodesic(
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
     ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
+    energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
+    tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
     out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     device: str = _device_option(),
@@ -381,7 +397,8 @@ def geodesic(
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
     options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
-                                               ("ridge", ridge)) if value is not None}
+                                               ("ridge", ridge), ("energy_iter", energy_iter), ("tol", tol))
+               if value is not None}
     summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device,
                            user=user, progress=show, refine_options=options)
     path, refined = summary.path, summary.refined
@@ -403,7 +420,7 @@ def geodesic(
                 ("converged", f"{refined.converged} (method {refined.method}, {refined.n_iter} iterations)"),
             ]
             if refined.message:
-                rows.append(("note", _cli_names(refined.message)))
+                rows.append(("note", _cli_names(refined.message, command_flags(geodesic))))
         rows += [
             ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
             ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
@@ -470,7 +487,7 @@ def walk(
     start: str = typer.Option("0", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     steps: int = typer.Option(100, help="Steps per walker."),
     kind: str = typer.Option("metric", help="'metric' (covariance s M^-1), 'euclidean' (s I) or 'brownian' (metric + drift)."),
-    step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (a mean step of 1/20 of the codes' spread)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (the walk moves about 5 lengths of the graph edges there)."),
     walkers: int = typer.Option(8, help="Number of walkers."),
     seed: int = typer.Option(0, help="Seed of the walk noise."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
@@ -526,6 +543,8 @@ def plot(
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
     ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
+    energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
+    tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
     seed: int = typer.Option(0, help="Seed of the pair choice."),
     out: Path | None = typer.Option(None, help="Figure file (default RUN/magnification.FORMAT)."),
     fmt: str = typer.Option("png", "--format", help="Figure format: 'png', 'svg' or 'pdf'."),
@@ -549,7 +568,8 @@ def plot(
     user = _user(decoder, codes, labels)
     chosen = parse_pairs(pairs)
     options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
-                                               ("ridge", ridge)) if value is not None}
+                                               ("ridge", ridge), ("energy_iter", energy_iter), ("tol", tol))
+               if value is not None}
     summary = plot_run(
         run, chosen if not isinstance(chosen, int) and chosen != "auto" else None,
         n_pairs=n_auto if chosen == "auto" else chosen, auto=chosen == "auto", refine=refine, seed=seed, out=out,

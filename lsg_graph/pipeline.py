@@ -818,13 +818,11 @@ def cluster_run(
         ]
         if graph.labels is not None:
             panels.append(ClusterPanel("true labels", graph.labels, palette="labels"))
-        with _progress.stage("cluster figure", total=1, unit="figure", show=progress) as bar:
-            metric = load_metric(run_dir, graph, device, user)
-            figure_path = plot_cluster_comparison(
-                graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
-                title=f"{n_clusters} clusters of {graph.n_points} codes",
-            )
-            bar.update(1)
+        metric = load_metric(run_dir, graph, device, user)
+        figure_path = plot_cluster_comparison(
+            graph.codes, panels, out=Path(run_dir) / "clusters.png", metric=metric, dpi=dpi,
+            title=f"{n_clusters} clusters of {graph.n_points} codes", progress=progress,
+        )
     return ClusterSummary(n_clusters, result, euclidean, euclidean_scores, labels_path, figure_path, built)
 
 
@@ -838,25 +836,33 @@ class WalkSummary:
     map_path: Path | None
 
 
-WALK_SPREAD_FRACTION = 0.5  # default step: the walk's expected displacement after n_steps is this much of the spread
+WALK_EDGES = 5.0  # default step at d = 2: an expected displacement of this many local edge lengths after n_steps
 
 
 def default_step_size(
-    metric: PullbackMetric, start: np.ndarray, codes: np.ndarray, kind: str, n_steps: int, seed: int = 0
+    metric: PullbackMetric, graph: LatentGraph, start: np.ndarray, kind: str, n_steps: int, node: int | None = None
 ) -> float:
-    """A step size s from the metric's scale at `start`: mean latent step = 0.5 * spread / sqrt(n_steps).
+    """A step size s from the metric's scale at the start: the median length of the graph edges there.
 
-    spread is the median distance of the codes from their mean, so that a walk of n_steps steps (displacement about
-    sqrt(n_steps) mean steps) moves about half of it: far enough for the decoded images to change, near enough to
-    stay on the map. The covariance s M(start)^-1 is calibrated by one pilot walk (`matched_step_sizes`).
+    metric and brownian steps v ~ N(0, s M^-1) have the expected squared metric length s * d whatever M is, so
+    s = (c * h / sqrt(n_steps))^2 / d gives an expected metric displacement of about c edge lengths h after n_steps
+    steps. c = WALK_EDGES * sqrt(2 / d): in more dimensions M is more anisotropic and the same metric displacement
+    takes the walkers farther along the weak directions, off the data (chosen on MNIST at d = 2 and 16 so that the
+    decoded images change and stay digits). h is the median length of the edges of the start node (`node`), else of
+    the start's nearest code. The euclidean kind uses the same rule in latent units (h: the median Euclidean length
+    of those edges).
     """
-    from lsg_graph.walks import matched_step_sizes
+    from lsg_graph.walks import WALK_KINDS
 
-    spread = float(np.median(np.linalg.norm(codes - codes.mean(axis=0), axis=1))) or 1.0
-    target = WALK_SPREAD_FRACTION * spread / np.sqrt(n_steps)
-    sizes = matched_step_sizes(metric, start[None, :], target, kinds=(kind,), n_steps=min(n_steps, 20), n_rounds=2,
-                               seed=seed)
-    return float(sizes[kind])
+    if node is None or node >= graph.n_points:
+        node = int(np.argmin(np.linalg.norm(graph.codes - start, axis=1)))
+    row = graph.weights.getrow(node)
+    lengths = row.data if row.nnz else graph.weights.data
+    if not WALK_KINDS[kind].uses_metric:
+        lengths = np.linalg.norm(graph.codes[row.indices] - graph.codes[node], axis=1) if row.nnz else lengths
+    local = float(np.median(lengths)) if len(lengths) else 1.0
+    spread = WALK_EDGES * np.sqrt(2.0 / graph.latent_dim)
+    return float((spread * local) ** 2 / (n_steps * graph.latent_dim))
 
 
 def walk_run(
@@ -889,8 +895,10 @@ def walk_run(
     n_steps = check_positive_int(n_steps, "n_steps")
     seed = check_random_state(seed)
     graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
+    start_node = None
     if isinstance(start, (int, np.integer)):
-        start_point = graph.codes[check_index(int(start), "start", graph.n_points)]
+        start_node = check_index(int(start), "start", graph.n_points)
+        start_point = graph.codes[start_node]
         start_name = f"code {int(start)}"
     else:
         start_point = _check_coordinates(np.asarray(start), "start", graph.latent_dim)
@@ -904,9 +912,7 @@ def walk_run(
         hint="lower --walkers or --steps", device=metric.device,
     )
     if step_size is None:
-        with _progress.stage("choose the step size", total=1, unit="pilot", show=progress) as bar:
-            step_size = default_step_size(metric, start_point, graph.codes, kind, n_steps, seed)
-            bar.update(1)
+        step_size = default_step_size(metric, graph, start_point, kind, n_steps, start_node)
     starts = np.repeat(start_point[None, :], n_walkers, axis=0)
     with _progress.stage(f"{kind} walks ({n_walkers} x {n_steps} steps)", total=1, unit="run", show=progress) as bar:
         result = random_walks(metric, starts, n_steps, step_size, kind=kind, seed=seed, decode=figures)
@@ -923,6 +929,7 @@ def walk_run(
             map_path = plot_magnification(
                 metric, graph.codes, graph.labels, walks=result, out=run_dir / f"walks_{kind}.png", dpi=dpi,
                 title=f"{n_walkers} {kind} random walks from {start_name}, step size {step_size:.3g}",
+                progress=progress,
             )
         image_shape = _image_shape(run_dir, result.decoded_means.shape[-1])
         if image_shape is not None:
@@ -1074,12 +1081,11 @@ def plot_run(
     title = ("Graph paths (not refined)" if refine == "none" else f"Geodesics ({refine})") + \
         " on the magnification factor"
     out = Path(out) if out is not None else Path(run_dir) / f"magnification.{fmt}"
-    with _progress.stage("magnification map", total=1, unit="figure", show=progress) as bar:
-        path = plot_magnification(
-            metric, base.codes, base.labels, curves=curves, straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
-            out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
-        )
-        bar.update(1)
+    path = plot_magnification(
+        metric, base.codes, base.labels, curves=curves, progress=progress,
+        straight_pairs=np.stack([starts, ends], axis=1) if len(ids) else None,
+        out=out, title=title, dpi=dpi, size=size, curve_labels=curve_labels,
+    )
     strip_paths: list[Path] = []
     image_shape = _image_shape(Path(run_dir), metric.output_dim)
     if strips and image_shape is not None and curves:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from lsg_graph._io import atomic_path
-from lsg_graph._threads import one_thread as _one_cpu_thread
 from lsg_graph._validation import check_array, check_codes, check_float, check_int, check_labels
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.progress import stage
 from lsg_graph.walks import WalkResult
 
 __all__ = [
@@ -124,8 +124,15 @@ def _check_bounds(bounds: Any) -> tuple[float, float, float, float]:
     return tuple(float(value) for value in values)  # type: ignore[return-value]
 
 
+def default_resolution(latent_dim: int, base: int = 200) -> int:
+    """Grid resolution for a latent dimension d: `base` at d = 2, fewer points for larger d (a Jacobian costs d
+    decoder passes), so that resolution^2 * d stays about base^2 * 2; at least 60."""
+    return max(60, int(round(base * math.sqrt(2.0 / max(2, int(latent_dim))))))
+
+
 def magnification_grid(
-    metric: Any, bounds: Any = None, codes: Any = None, resolution: int = 200, margin: float = MARGIN
+    metric: Any, bounds: Any = None, codes: Any = None, resolution: int = 200, margin: float = MARGIN,
+    progress: bool = False,
 ) -> MagnificationGrid:
     """log sqrt(det M(z)) on a resolution x resolution grid over the latent plane, batched through log_magnification.
 
@@ -144,9 +151,14 @@ def magnification_grid(
     xmin, xmax, ymin, ymax = _check_bounds(bounds)
     xs, ys = np.linspace(xmin, xmax, resolution), np.linspace(ymin, ymax, resolution)
     grid = MagnificationGrid(xs, ys, np.empty((resolution, resolution)), origin, basis, plane)
-    points = grid.points().reshape(-1, metric.latent_dim)
-    with torch.no_grad(), _one_cpu_thread(metric.device or torch.device("cpu")):
-        values = metric.log_magnification(torch.from_numpy(points)).to(torch.float64).cpu().numpy()
+    points = torch.from_numpy(grid.points().reshape(-1, metric.latent_dim))
+    rows = max(1, metric.chunk_size // metric.latent_dim)  # one decoder call per block of grid points
+    values = np.empty(len(points))
+    with torch.no_grad(), stage("magnification map", total=len(points), unit="pt", show=progress) as bar:
+        for begin in range(0, len(points), rows):
+            block = points[begin : begin + rows]
+            values[begin : begin + len(block)] = metric.log_magnification(block).to(torch.float64).cpu().numpy()
+            bar.update(len(block))
     return MagnificationGrid(xs, ys, values.reshape(resolution, resolution), origin, basis, plane)
 
 
@@ -402,11 +414,12 @@ def plot_magnification(
     out: str | Path = "magnification.png",
     title: str | None = "Magnification factor of the decoder",
     bounds: Any = None,
-    resolution: int = 200,
+    resolution: int | None = None,
     dpi: int = DEFAULT_DPI,
     grid: MagnificationGrid | None = None,
     curve_labels: Sequence[str] | None = None,
     size: Any = None,
+    progress: bool = False,
 ) -> Path:
     """Write a figure (9 x 6 inches: 900 x 600 pixels at dpi 100) of log sqrt(det M) with codes, curves and walks.
 
@@ -416,6 +429,7 @@ def plot_magnification(
     or a WalkResult (thin white, the start as a star). Legends sit at the right, outside the data. For d > 2 the map
     is the PCA plane of the codes (the title says so). Bounds default to the codes (and curves/walks) extent plus a
     margin; a precomputed `grid` is reused as is. The format follows the suffix of `out` (.png, .svg, .pdf).
+    resolution: grid points per side (None: `default_resolution(d)`, 200 at d = 2); progress: a bar on stderr.
     """
     metric = _as_metric(metric)
     out = _check_out(out)
@@ -432,7 +446,8 @@ def plot_magnification(
     walks = _check_walks(walks, metric.latent_dim)
     if grid is None:
         extent = _extent_points(codes, curves, pairs, walks)
-        grid = _grid_for(metric, codes, extent, bounds, resolution)
+        resolution = default_resolution(metric.latent_dim) if resolution is None else resolution
+        grid = _grid_for(metric, codes, extent, bounds, resolution, progress)
     figure = _figure(width, height, dpi)
     legend_inches = 2.7
     right = max(0.5, 1.0 - legend_inches / width)
@@ -460,14 +475,15 @@ def _extent_points(
 
 
 def _grid_for(
-    metric: PullbackMetric, codes: np.ndarray | None, extent: np.ndarray, bounds: Any, resolution: int
+    metric: PullbackMetric, codes: np.ndarray | None, extent: np.ndarray, bounds: Any, resolution: int,
+    progress: bool = False,
 ) -> MagnificationGrid:
     """The magnification grid on the codes' plane, bounded by `bounds` or by everything that will be drawn."""
     if bounds is None and len(extent):
         origin, basis, _ = latent_plane(codes if codes is not None else extent, metric.latent_dim)
         bounds = _default_bounds((extent - origin) @ basis.T, MARGIN)
     plane_codes = codes if codes is not None else (extent if len(extent) else None)
-    return magnification_grid(metric, bounds=bounds, codes=plane_codes, resolution=resolution)
+    return magnification_grid(metric, bounds=bounds, codes=plane_codes, resolution=resolution, progress=progress)
 
 
 def _image_layout(image_shape: Any, dimension: int) -> tuple[tuple[int, ...], bool]:
@@ -693,9 +709,10 @@ def plot_cluster_comparison(
     out: str | Path = "clusters.png",
     metric: Any = None,
     title: str | None = None,
-    resolution: int = 150,
+    resolution: int | None = None,
     dpi: int = DEFAULT_DPI,
     grid: MagnificationGrid | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write one figure with a panel per clustering (e.g. geodesic k-means, Euclidean k-means, true labels).
 
@@ -711,7 +728,8 @@ def plot_cluster_comparison(
     panels = [ClusterPanel(p.title, check_labels(p.labels, codes.shape[0]), p.centers, p.palette) for p in panels]
     if grid is None and metric is not None:
         metric = _as_metric(metric)
-        grid = magnification_grid(metric, codes=codes, resolution=resolution)
+        resolution = default_resolution(codes.shape[1], 150) if resolution is None else resolution
+        grid = magnification_grid(metric, codes=codes, resolution=resolution, progress=progress)
     if grid is not None:
         origin, basis, plane = grid.origin, grid.basis, grid.plane
     else:

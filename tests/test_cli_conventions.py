@@ -148,23 +148,33 @@ def test_progress_on_a_terminal_and_none_when_piped(folder: Path) -> None:
     assert "refine geodesic (shooting)" in stages and "done in" in stages, stages
 
 
-def test_warnings_name_the_commands_flags() -> None:
-    """Library parameter names in warnings become the flags of the running command (or say where they live)."""
-    import click
+def test_warnings_name_the_commands_flags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Library parameter names in warnings become the running command's flags (or say where they live)."""
+    import warnings
 
-    message = "raise max_iter (now 50), n_segments (now 1) or n_steps (now 64); raise ridge (now 1e-08)"
-    command = click.Command("geodesic", params=[click.Option([flag]) for flag in ("--max-iter", "--segments",
-                                                                                    "--steps", "--ridge")])
-    with click.Context(command):
-        translated = _cli_names(message)
-    assert "--max-iter (now 50)" in translated and "--segments (now 1)" in translated and "--steps (now 64)" in translated
-    assert "--ridge (now 1e-08)" in translated and "max_iter" not in translated and "n_steps" not in translated
-    for name in ("geodesic", "plot"):  # the real commands expose every flag the refinement warning names
-        help_text = runner.invoke(app, [name, "-h"]).output
-        assert all(flag in help_text for flag in ("--max-iter", "--segments", "--steps", "--ridge")), name
-    with click.Context(click.Command("plot", params=[])):
-        bridged = _cli_names("Raise 'k' (or 'candidates') for a graph that is connected by itself.")
+    import lsg_graph.pipeline as pipeline
+    from cli.main import command_flags, geodesic, plot
+
+    message = ("raise max_iter (now 20), n_segments (now 8) or n_steps (now 32); raise ridge (now 1e-08); "
+               "energy_iter=500, tol=1e-08")
+    for command in (geodesic, plot):
+        translated = _cli_names(message, command_flags(command))
+        for flag in ("--max-iter (now 20)", "--segments (now 8)", "--steps (now 32)", "--ridge (now 1e-08)",
+                     "--energy-iter=500", "--tol=1e-08"):
+            assert flag in translated, (command, translated)
+    bridged = _cli_names("Raise 'k' (or 'candidates') for a graph that is connected by itself.", command_flags(plot))
     assert "--k (of lsg-graph build)" in bridged and "--candidates (of lsg-graph build)" in bridged
+
+    real = pipeline.geodesic_run
+
+    def warn(*args, **kwargs):  # the real command, plus the warning a failed refinement gives
+        warnings.warn(message, UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "geodesic_run", warn)
+    code, output = invoke(folder, ["geodesic", *USER, "--from", "0", "--to", "1", "--refine", "none"])
+    assert code == 0 and "Warning: raise --max-iter (now 20), --segments (now 8)" in output, output
+    assert "max_iter" not in output and "n_steps" not in output
 
 
 def test_mistyped_run_is_refused_not_trained(tmp_path: Path) -> None:

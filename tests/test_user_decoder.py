@@ -208,3 +208,24 @@ def test_codes_from_npz_and_csv(tmp_path: Path) -> None:
     np.testing.assert_array_equal(labels, np.arange(10))
     np.savetxt(tmp_path / "c.csv", codes, delimiter=",", header="z0,z1,z2", comments="")
     np.testing.assert_allclose(load_codes(tmp_path / "c.csv")[0], codes, rtol=1e-15)
+
+
+def test_default_walk_step_from_the_edges_at_the_start(codes: np.ndarray) -> None:
+    """s = (5 sqrt(2/d) h)^2 / (n_steps d), h = median edge length at the start node; a metric step then has the
+    expected squared metric length s * d (x = A z: M = A^T A everywhere; 4000 one-step walkers, 5% tolerance)."""
+    from lsg_graph.pipeline import default_step_size
+    from lsg_graph.walks import random_walks
+
+    metric = PullbackMetric(Linear(A), latent_dim=3)
+    graph = build_latent_graph(metric, codes, k=6)
+    h = float(np.median(graph.weights.getrow(4).data))
+    s = default_step_size(metric, graph, codes[4], "metric", 100, node=4)
+    assert s == pytest.approx((5 * np.sqrt(2 / 3) * h) ** 2 / 300, rel=1e-12)
+    walk = random_walks(metric, np.repeat(codes[4:5], 4000, axis=0), 1, s, kind="metric", seed=0)
+    steps = walk.trajectories[:, 1] - walk.trajectories[:, 0]
+    squared = ((steps @ A.T) ** 2).sum(axis=1)
+    assert squared.mean() == pytest.approx(s * 3, rel=0.05)
+    euclidean = default_step_size(metric, graph, codes[4], "euclidean", 100, node=4)
+    neighbours = graph.weights.getrow(4).indices
+    h_latent = float(np.median(np.linalg.norm(codes[neighbours] - codes[4], axis=1)))
+    assert euclidean == pytest.approx((5 * np.sqrt(2 / 3) * h_latent) ** 2 / 300, rel=1e-12)
