@@ -191,7 +191,10 @@ def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Op
         return tried
     segments = _grouped_segments(metric, [tried[i][0].points for i in chosen])
     starts = [
-        replace(problems[i], points=tried[i][0].points, edges=edges, bound=tried[i][0].length * (1.0 + POLISH_RTOL))
+        replace(
+            problems[i], points=tried[i][0].points, edges=edges, bound=tried[i][0].length * (1.0 + POLISH_RTOL),
+            velocities=tried[i][0].velocities,
+        )
         for i, edges in zip(chosen, segments)
     ]
     shot = _shooting(metric, starts, options, options.n_segments, options.n_steps)
