@@ -1,7 +1,7 @@
 """Fast batched refinement: the old default (shooting), the new default (auto) and a careful reference, side by side.
 
 Usage:  python benchmarks/refine_fast.py [--cases surfaces,digits,mnist8,mnist16,mnist32,mnist64] [--pairs P]
-                                        [--surface-pairs S] [--old-pairs O] [--careful-pairs C] [--float32]
+                                        [--surface-pairs S] [--old-pairs O] [--careful-pairs C] [--float32] [--device cuda]
 
 Cases (one process, one CPU thread for refinement, as lsg_graph.geodesics does itself):
 
@@ -137,14 +137,16 @@ def surfaces(n_pairs: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------- VAE models
 
 
-def vae_case(name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool) -> list[dict[str, Any]]:
+def vae_case(
+    name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Rows for one cached VAE model: old, new and careful on random pairs."""
     from lsg_graph.vae import VAE
 
     folder = run_dir(name)
     vae, graph = VAE.load(folder), LatentGraph.load(folder)
     decoder = copy.deepcopy(vae.decoder(graph.params.get("variance", "rbf")))
-    metric = PullbackMetric(decoder if float32 else decoder.double())
+    metric = PullbackMetric((decoder if float32 else decoder.double()).to(device))
     rng = np.random.default_rng(0)
     pairs = rng.integers(0, graph.n_points, (4 * n_pairs, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]][:n_pairs]
@@ -186,6 +188,7 @@ def main() -> None:
     parser.add_argument("--old-pairs", type=int, default=20)
     parser.add_argument("--careful-pairs", type=int, default=None)
     parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--device", default="cpu", help="device of the VAE decoders (cpu, cuda)")
     parser.add_argument("--out", default="refine_fast")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -201,7 +204,7 @@ def main() -> None:
             payload["surfaces"] = surfaces(args.surface_pairs)
         else:
             careful_pairs = args.careful_pairs if args.careful_pairs is not None else args.pairs
-            payload["vae"] += vae_case(case, args.pairs, args.old_pairs, careful_pairs, args.float32)
+            payload["vae"] += vae_case(case, args.pairs, args.old_pairs, careful_pairs, args.float32, args.device)
     payload["machine"]["load_avg_end"] = os.getloadavg()
     if payload["surfaces"]:
         print(table("Analytic surfaces: relative error against the exact distance", SURFACE_COLUMNS,

@@ -30,6 +30,7 @@ _EXPORTS = {
     "GeodesicResult": "lsg_graph.geodesics.refine",
     "refine_geodesics": "lsg_graph.geodesics.refine",
     "refine_path": "lsg_graph.geodesics.refine",
+    "RefineOptions": "lsg_graph.geodesics.refine",
     "GeodesicKMeans": "lsg_graph.cluster",
     "GeodesicDistance": "lsg_graph.distances",
     "geodesic_distances": "lsg_graph.distances",

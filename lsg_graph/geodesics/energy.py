@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lsg_graph.errors import DecoderError
+from lsg_graph.geodesics.gn import EnergyState
 from lsg_graph.geodesics.ode import _working
 from lsg_graph.geodesics.problem import _Candidate, _Options, _Problem, _resample
 from lsg_graph.graph.weights import edge_lengths
@@ -170,7 +171,7 @@ def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options:
     return [candidate for candidate in best if candidate is not None]
 
 
-def _level_candidates(metric: PullbackMetric, state: object, options: _Options, count: int) -> list[_Candidate]:
+def _level_candidates(metric: PullbackMetric, state: EnergyState, options: _Options, count: int) -> list[_Candidate]:
     """Candidates from one Levenberg-Marquardt level: the splines through its nodes and their lengths."""
     from lsg_graph.geodesics.curves import hermite_lengths, spline_velocities
 

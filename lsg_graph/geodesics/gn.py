@@ -28,7 +28,7 @@ ROUNDING_FLOOR machine epsilons of the working dtype.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -42,8 +42,6 @@ INITIAL_DAMPING = 1e-4  # lambda at the start, relative to each node's scale
 MAX_DAMPING = 1e10  # a pair whose lambda exceeds this stalled (no step lowers its energy)
 JACOBIAN_ELEMENTS = 1 << 24  # output elements of one Jacobian chunk (nodes x (d + 4) x P), bounds memory
 VALUE_ROWS = 1 << 14  # decoder rows of one value chunk
-COARSEST = 4  # segments of the coarsest level of coarse_to_fine
-COARSE_TOL = 1e-4  # relative decrement that ends a coarse level
 
 
 @dataclass(frozen=True)
@@ -258,38 +256,6 @@ def upsample(curves: Tensor, n_segments: int) -> Tensor:
     out = torch.as_tensor(np.stack(resampled), dtype=curves.dtype, device=curves.device)
     out[:, 0], out[:, -1] = curves[:, 0], curves[:, -1]
     return out
-
-
-def coarse_to_fine(
-    metric: PullbackMetric,
-    curves: Tensor,
-    n_segments: int,
-    tol: float,
-    max_iter: int,
-    ridge: float = 1e-8,
-    coarsest: int = COARSEST,
-    coarse_tol: float = COARSE_TOL,
-) -> EnergyState:
-    """levenberg_marquardt on curves resampled to coarsest, 2 coarsest, ... segments, then n_segments (each level
-    started from the spline through the previous one; coarse levels to coarse_tol), max_iter trial steps per level.
-
-    The energy landscape of a decoder is not convex: from a graph path the nodes often slide a long way before the
-    quadratic model holds, and that is cheap on few nodes.
-    """
-    levels = []
-    size = n_segments
-    while size > coarsest:
-        size //= 2
-        levels.append(max(size, 2))
-    levels = sorted(set(levels))
-    current = upsample(curves, levels[0]) if levels else curves
-    spent = torch.zeros(curves.shape[0], dtype=torch.long, device=curves.device)
-    for size in levels:
-        current = upsample(current, size) if current.shape[1] != size + 1 else current
-        state = levenberg_marquardt(metric, current, max(tol, coarse_tol), max_iter, ridge)
-        current, spent = state.curves, spent + state.n_iter
-    state = levenberg_marquardt(metric, upsample(current, n_segments), tol, max_iter, ridge)
-    return replace(state, n_iter=state.n_iter + spent)  # n_jacobians: the last level's
 
 
 BLOCK_ELEMENTS = 1 << 24  # elements of the d x d blocks held for one levenberg_marquardt call (bounds memory)

@@ -18,7 +18,7 @@ DEFAULT_RIDGE = 1e-8  # relative ridge added to M in the geodesic equation (and 
 DEFAULT_GN_SEGMENTS = 32  # segments (nodes - 1) of the first Gauss-Newton level
 DEFAULT_GN_MAX_SEGMENTS = 128  # ... doubled per level up to this many
 DEFAULT_GN_RTOL = 1e-3  # ... until two levels agree in length to this relative difference
-DEFAULT_GN_TOL = 1e-6  # Gauss-Newton convergence: relative decrement
+DEFAULT_GN_TOL = 1e-4  # Gauss-Newton convergence: relative decrement (docs/geodesics.md)
 DEFAULT_GN_ITER = 100  # Levenberg-Marquardt trial steps per level
 DEFAULT_POLISH_DIM = 2  # method "auto" polishes Gauss-Newton curves by shooting up to this latent dimension
 FALLBACK_NAMES = ("energy", "none")
@@ -91,6 +91,7 @@ class _Problem:
     source: int | None
     target: int | None
     bound: float = np.inf
+    velocities: np.ndarray | None = None  # the start curve in Hermite form (points at equal times): its velocities
 
 
 @dataclass

@@ -189,9 +189,13 @@ def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Op
     chosen = [i for i in chosen if np.isfinite(tried[i][0].length)]
     if not chosen:
         return tried
-    segments = _grouped_segments(metric, [tried[i][0].points for i in chosen])
+    # the Hermite start needs no metric edge lengths (latent ones serve the path's bounding box and resampling)
+    segments = [np.linalg.norm(np.diff(tried[i][0].points, axis=0), axis=1) for i in chosen]
     starts = [
-        replace(problems[i], points=tried[i][0].points, edges=edges, bound=tried[i][0].length * (1.0 + POLISH_RTOL))
+        replace(
+            problems[i], points=tried[i][0].points, edges=edges, bound=tried[i][0].length * (1.0 + POLISH_RTOL),
+            velocities=tried[i][0].velocities,
+        )
         for i, edges in zip(chosen, segments)
     ]
     shot = _shooting(metric, starts, options, options.n_segments, options.n_steps)
@@ -201,16 +205,6 @@ def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Op
         else:
             tried[i] = _mark_rejected(start, tried[i] + [candidate])
     return tried
-
-
-def _grouped_segments(metric: PullbackMetric, curves: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Polyline segment lengths of curves with possibly different numbers of points, batched per point count."""
-    out: list[np.ndarray] = [np.zeros(0)] * len(curves)
-    for size in sorted({len(curve) for curve in curves}):
-        rows = [i for i, curve in enumerate(curves) if len(curve) == size]
-        for i, edges in zip(rows, _polyline_segments(metric, np.stack([curves[i] for i in rows]))):
-            out[i] = edges
-    return out
 
 
 def _mark_rejected(problem: _Problem, tried: list[_Candidate]) -> list[_Candidate]:
@@ -419,8 +413,9 @@ def _warn_unconverged(results: Sequence[GeodesicResult], method: str, options: _
         return
     names = sorted({results[i].method for i in missed})
     kinds = {name: sum(results[i].method == name for i in missed) for name in names}
-    returned = ", ".join(f"{count} by {name}" + ("" if name == "graph" else " (not converged)") if name in wanted
-                         else f"{count} by {name}" for name, count in kinds.items())
+    returned = ", ".join(
+        f"{count} by {name}" + (" (not converged)" if name in wanted else "") for name, count in kinds.items()
+    )
     if method == "energy":
         advice = f"raise energy_iter (now {options.energy_iter}) or n_points (now {options.n_points}), or loosen tol"
     elif method in ("auto", "gauss_newton"):

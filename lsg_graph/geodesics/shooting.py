@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lsg_graph.errors import InvalidInput
-from lsg_graph.geodesics.curves import hermite_lengths
+from lsg_graph.geodesics.curves import hermite_lengths, hermite_sample
 from lsg_graph.geodesics.newton import Blocks, Residual, _fd_step, _newton, _NewtonState
 from lsg_graph.geodesics.ode import _GuardedAcceleration, _latent, _one_cpu_thread, _rk4, _working
 from lsg_graph.geodesics.problem import (
@@ -155,6 +155,9 @@ def _single_shoot(
     residual = _shooting_residual(metric, a, b, _path_box(problems, a), n_steps, options.ridge)
     spacing = 0.5 if options.initial == "graph" else WARM_SPACING
     start, d = _initial_velocity(problems, a, spacing), a.shape[1]
+    hermite = [i for i, p in enumerate(problems) if p.velocities is not None]
+    if hermite:
+        start[hermite] = torch.as_tensor(np.stack([problems[i].velocities[0] for i in hermite]), dtype=a.dtype, device=a.device)
     state = _newton(residual, start, _threshold(a, b, options.tol), options.max_iter, [(slice(0, d), slice(0, d))])
     positions, velocities = state.aux[:, 0], state.aux[:, 1]
     lengths = _spline_lengths(metric, positions, velocities, state.converged)
@@ -287,6 +290,8 @@ def _multiple_start(problems: Sequence[_Problem], k: int, like: Tensor) -> Tenso
     Points at half-segment spacing p_j (j = 0..2K); x_s = p_{2s}; u_0 = -3 p_0 + 4 p_1 - p_2 (one-sided), and
     u_s = p_{2s+1} - p_{2s-1} (centred), in segment-local time.
     """
+    if all(p.velocities is not None for p in problems):
+        return _hermite_start(problems, k, like)
     fractions = np.linspace(0.0, 1.0, 2 * k + 1)
     points = torch.as_tensor(
         np.stack([_resample(p, fractions) for p in problems]), dtype=like.dtype, device=like.device
@@ -295,6 +300,17 @@ def _multiple_start(problems: Sequence[_Problem], k: int, like: Tensor) -> Tenso
     for s in range(1, k):
         parts += [points[:, 2 * s], points[:, 2 * s + 1] - points[:, 2 * s - 1]]
     return torch.cat(parts, dim=1)
+
+
+def _hermite_start(problems: Sequence[_Problem], k: int, like: Tensor) -> Tensor:
+    """Unknowns (n, (2K - 1) d) from start curves in Hermite form (equal times): x_s = c(s/K), u_s = c'(s/K) / K."""
+    fractions = np.linspace(0.0, 1.0, k + 1)[:-1]
+    rows = []
+    for problem in problems:
+        positions, velocities = hermite_sample(problem.points, problem.velocities, fractions)
+        parts = [velocities[0] / k] + [np.concatenate([positions[s], velocities[s] / k]) for s in range(1, k)]
+        rows.append(np.concatenate(parts))
+    return torch.as_tensor(np.stack(rows), dtype=like.dtype, device=like.device)
 
 
 def _multiple_shoot(
