@@ -38,6 +38,7 @@ from lsg_graph.distances import (
     leaf_distances_to,
     param_error,
 )
+from lsg_graph._validation import sklearn_errors
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
@@ -377,7 +378,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed"."""
         settings = self._check_params()
         started = time.perf_counter()
-        space = self._fit_space(X)
+        with sklearn_errors():
+            space = self._fit_space(X)
         graph_s = time.perf_counter() - started
         n_samples = space.n_points
         upper = f"n_samples] (n_samples = {n_samples})"
@@ -477,6 +479,11 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         metric="graph": X holds codes (m, d), each attached to the graph as a leaf (its k nearest training codes);
         metric="precomputed": X is (m, n_train), distances to the training points.
         """
+        with sklearn_errors():
+            return self._transform(X)
+
+    def _transform(self, X: Any) -> np.ndarray:
+        """transform without the error translation."""
         check_is_fitted(self, "medoid_indices_")
         if self.metric == "precomputed":
             distances = check_distance_matrix(check_array(X, dtype=np.float64, ensure_all_finite=False), square=False)
