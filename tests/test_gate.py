@@ -129,3 +129,14 @@ def test_geometry_health_flags_what_is_wrong() -> None:
     assert health.stretch_median >= 1.0 - 1e-9
     assert (health.stretch_median > 1.05) == any("longer than refined" in p for p in health.problems)
     assert "graph distances are within" in health.summary()
+
+
+def test_encode_codes_refuses_non_finite_codes() -> None:
+    """A diverged encoder (NaN weights) used to return NaN codes silently."""
+    from lsg_graph.vae import encode_codes
+
+    vae = VAE(VAEConfig(input_dim=5, hidden_dims=(4,)))
+    with torch.no_grad():
+        next(vae.encoder.parameters()).fill_(float("nan"))
+    with pytest.raises(InvalidInput, match=r"NaN or inf codes for 3 of 3 rows"):
+        encode_codes(vae, np.zeros((3, 5), dtype=np.float32))
