@@ -82,12 +82,14 @@ def _echo_table(rows: list[tuple[str, str]]) -> None:
 @app.command()
 @handle_errors
 def train(
-    data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE' or 'npy:FILE'."),
+    data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE', 'npy:FILE' or 'csv:FILE[?label=last|first|none|COL][&scale=255]'."),
     latent_dim: int = typer.Option(2, "--latent-dim", help="Latent dimension d (2 lets the geometry be drawn)."),
     epochs: int | None = typer.Option(None, help="Epochs of stage 1 (encoder and mean); default from the model config."),
     rbf_epochs: int | None = typer.Option(None, "--rbf-epochs", help="Epochs of stage 2 (RBF precision network)."),
     seed: int = typer.Option(0, help="Seed of every random step (same seed, same weights)."),
     architecture: str = typer.Option("mlp", help="Encoder and mean decoder: 'mlp', or 'conv' for image data (idx:DIR, digits, npz with image_shape; H and W divisible by 4)."),
+    rbf_gate: str | None = typer.Option(None, "--rbf-gate", help="RBF precision gate: 'none' (the paper's network) or 'codes' (sigma rises away from every training code, at any latent dimension; see docs/geometry.md)."),
+    gate_scale: float | None = typer.Option(None, "--gate-scale", help="Gate radius in nearest-neighbour spacings of the training codes (with --rbf-gate codes)."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (where the model trains)."),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -96,7 +98,7 @@ def train(
     from lsg_graph.pipeline import train_run
 
     summary = train_run(out, data, seed=seed, progress=not quiet, device=device, latent_dim=latent_dim, epochs=epochs,
-                        rbf_epochs=rbf_epochs, architecture=architecture)
+                        rbf_epochs=rbf_epochs, architecture=architecture, rbf_gate=rbf_gate, gate_scale=gate_scale)
     report = summary.report
     typer.echo(f"Trained on {summary.data}: {summary.n_train} train / {summary.n_held_out} held-out samples.")
     _echo_table(_train_rows(report) + [("saved", str(summary.model_path))])
@@ -125,11 +127,18 @@ def evaluate(
     samples: int = typer.Option(256, help="Importance samples per point for the IWAE log-likelihood bound."),
     seed: int = typer.Option(0, help="Seed of the sampling."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    pairs: int = typer.Option(8, help="Code pairs refined for the geometry health check (0: skip it)."),
 ) -> None:
-    """Print the paper's claims for the run's model: sigma far from the data, and held-out log-likelihood."""
-    from lsg_graph.pipeline import evaluate_run
+    """Print the paper's claims for the run's model (sigma far from the data, held-out log-likelihood) and a geometry
+    health check: sigma off the data against on the codes, and graph distances against refined geodesics."""
+    from lsg_graph.pipeline import evaluate_run, health_run
 
     typer.echo(evaluate_run(run, n_samples=samples, seed=seed, device=device).to_table())
+    if pairs > 0:
+        health = health_run(run, n_pairs=pairs, seed=seed, device=device)
+        typer.echo(f"Geometry: {health.summary()}.")
+        for problem in health.problems:
+            typer.echo(f"Warning: geometry not trustworthy: {problem}.", err=True)
 
 
 @app.command()
@@ -185,6 +194,7 @@ def geodesic(
         if refined.message:
             rows.append(("note", refined.message))
     rows += [
+        ("lower bound", f"{summary.lower_bound:.6g} (output-space chord: no curve is shorter)"),
         ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
         ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),
     ]

@@ -533,6 +533,7 @@ class GeodesicSummary:
     path: Any
     refined: Any | None
     saved: Path | None = None
+    lower_bound: float | None = None  # the output-space chord ||g(a) - g(b)||: no curve from a to b is shorter
 
 
 def save_curve(path: str | Path, points: np.ndarray) -> Path:
@@ -582,12 +583,24 @@ def geodesic_run(
         endpoints.append(point if isinstance(point, int) else next(new_ids))
     path = shortest_path(graph, endpoints[0], endpoints[1])
     refined = None
+    metric = metric or load_metric(run_dir, graph, device)
     if refine != "none":
-        metric = metric or load_metric(run_dir, graph, device)
         refined = refine_path(metric, path, method=refine)
+    with torch.no_grad():
+        lower = float(metric.chord(path.points[:1], path.points[-1:])[0])
     curve = refined.points if refined is not None else path.points
     saved = save_curve(out, curve) if out is not None else None
-    return GeodesicSummary(path, refined, saved)
+    return GeodesicSummary(path, refined, saved, min(lower, float(path.length)))
+
+
+def health_run(
+    run_dir: str | Path, n_pairs: int = 8, seed: int = 0, device: str = "auto", progress: bool = True
+) -> Any:
+    """The geometry health check (lsg_graph.health.geometry_health) of a run's model and graph (built if missing)."""
+    from lsg_graph.health import geometry_health
+
+    graph, _ = ensure_graph(run_dir, device=device, progress=progress)
+    return geometry_health(load_metric(run_dir, graph, device), graph, n_pairs=n_pairs, seed=seed)
 
 
 @dataclass
