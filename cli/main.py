@@ -50,6 +50,8 @@ def _name_options(exc: BaseException) -> None:
     )
     if renamed != message:
         exc.args = (renamed,)
+
+
 RUN_HELP = "Run directory holding the model, graph and manifest."
 DECODER_HELP = (
     "Your own decoder: 'module.path:factory', a zero-argument callable returning a torch module or a callable "
@@ -232,12 +234,14 @@ def _echo_table(rows: list[tuple[str, str]]) -> None:
 @app.command(context_settings=CONTEXT)
 @handle_errors
 def train(
-    data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE' or 'npy:FILE'."),
+    data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE', 'npy:FILE' or 'csv:FILE[?label=last|first|none|COL][&scale=255]'."),
     latent_dim: int = typer.Option(2, "--latent-dim", help="Latent dimension d (2 lets the geometry be drawn)."),
     epochs: int | None = typer.Option(None, help="Epochs of stage 1 (encoder and mean); default from the model config."),
     rbf_epochs: int | None = typer.Option(None, "--rbf-epochs", help="Epochs of stage 2 (RBF precision network)."),
     seed: int = typer.Option(0, help="Seed of every random step (same seed, same weights)."),
     architecture: str = typer.Option("mlp", help="Encoder and mean decoder: 'mlp', or 'conv' for image data (idx:DIR, digits, npz with image_shape; H and W divisible by 4)."),
+    rbf_gate: str | None = typer.Option(None, "--rbf-gate", help="RBF precision gate: 'none' (the paper's network) or 'codes' (sigma rises away from every training code, at any latent dimension; see docs/geometry.md)."),
+    gate_scale: float | None = typer.Option(None, "--gate-scale", help="Gate radius in nearest-neighbour spacings of the training codes (with --rbf-gate codes)."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (where the model trains)."),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = _quiet_option(),
@@ -249,7 +253,7 @@ def train(
 
     show = _setup(threads, quiet)
     summary = train_run(out, data, seed=seed, progress=show, device=device, latent_dim=latent_dim, epochs=epochs,
-                        rbf_epochs=rbf_epochs, architecture=architecture)
+                        rbf_epochs=rbf_epochs, architecture=architecture, rbf_gate=rbf_gate, gate_scale=gate_scale)
     report = summary.report
     payload = {
         "data": summary.data, "n_train": summary.n_train, "n_held_out": summary.n_held_out,
@@ -294,19 +298,34 @@ def evaluate(
     samples: int = typer.Option(256, help="Importance samples per point for the IWAE log-likelihood bound."),
     seed: int = typer.Option(0, help="Seed of the sampling."),
     device: str = _device_option(),
+    pairs: int = typer.Option(8, help="Code pairs refined for the geometry health check (0: skip it)."),
     quiet: bool = _quiet_option(),
     threads: int | None = _threads_option(),
     as_json: bool = _json_option(),
 ) -> None:
-    """Print the paper's claims for the run's model: sigma far from the data, and held-out log-likelihood."""
+    """Print the paper's claims for the run's model (sigma far from the data, held-out log-likelihood) and a geometry
+    health check: sigma off the data against on the codes, and graph distances against refined geodesics."""
     import dataclasses
 
-    from lsg_graph.pipeline import evaluate_run
+    from lsg_graph.pipeline import evaluate_run, health_run
 
     show = _setup(threads, quiet)
     claims = evaluate_run(run, n_samples=samples, seed=seed, device=device, progress=show)
-    payload = {**dataclasses.asdict(claims), "claim_holds": claims.claim_holds}
-    _emit(as_json, payload, lambda: typer.echo(claims.to_table()))
+    health = health_run(run, n_pairs=pairs, seed=seed, device=device, progress=show) if pairs > 0 else None
+    payload = {
+        **dataclasses.asdict(claims), "claim_holds": claims.claim_holds,
+        "geometry": None if health is None else {**dataclasses.asdict(health), "summary": health.summary()},
+    }
+
+    def human() -> None:
+        typer.echo(claims.to_table())
+        if health is not None:
+            typer.echo(f"Geometry: {health.summary()}.")
+
+    _emit(as_json, payload, human)
+    if health is not None and not as_json:  # with --json the problems are in the payload (geometry.problems)
+        for problem in health.problems:
+            typer.echo(f"Warning: geometry not trustworthy: {problem}.", err=True)
 
 
 @app.command(context_settings=CONTEXT)
@@ -405,6 +424,7 @@ def geodesic(
     payload: dict[str, Any] = {
         "source": path.source, "target": path.target, "graph_length": path.length,
         "euclidean_distance": path.euclidean_distance, "nodes": path.nodes, "refined": None, "saved": summary.saved,
+        "lower_bound": summary.lower_bound,
     }
     if refined is not None:
         payload["refined"] = {
@@ -421,6 +441,8 @@ def geodesic(
             ]
             if refined.message:
                 rows.append(("note", _cli_names(refined.message, command_flags(geodesic))))
+        if summary.lower_bound is not None:
+            rows.append(("lower bound", f"{summary.lower_bound:.6g} (output-space chord: no curve is shorter)"))
         rows += [
             ("euclidean distance", f"{path.euclidean_distance:.6g} (latent units)"),
             ("path", f"{path.n_edges} edges: " + " -> ".join(map(str, path.nodes.tolist()))),

@@ -28,6 +28,7 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from lsg_graph._validation import sklearn_errors
 from lsg_graph.distances import (
     attached_edges,
     block_rows,
@@ -51,6 +52,9 @@ INIT_METHODS = {
 METRICS = {"graph": "X holds latent codes; distances are shortest paths in a LatentGraph", "precomputed": "X is (n, n)"}
 LANDMARK_VERIFIED = 2  # landmark mode: best-ranked candidates per cluster whose exact cost is computed
 COST_TOLERANCE = 1e-12  # a medoid moves only if it lowers its cluster's cost by more than this relative amount
+SEEDING_CAP_QUANTILE = 0.99  # k-means++ D^2 weights are capped at this quantile (outliers are not favoured)
+MIN_CLUSTER_FRACTION = 0.05  # min_cluster_size="auto": this fraction of the mean cluster size n / n_clusters
+MAX_RESEEDS_PER_CLUSTER = 3
 OWNER = "GeodesicKMeans"
 
 
@@ -186,22 +190,57 @@ class _Run:
     timings: dict[str, Any] = field(default_factory=dict)
 
 
+def _capped_weights(closest: np.ndarray, excluded: Any) -> np.ndarray:
+    """D^2 sampling weights, capped at their SEEDING_CAP_QUANTILE quantile so that isolated outliers (whose
+    squared distance can be 10^4 times the typical one) are no likelier to be drawn than ordinary far points."""
+    weights = np.square(closest)
+    finite = weights[np.isfinite(weights)]
+    if finite.size:
+        np.minimum(weights, np.quantile(finite, SEEDING_CAP_QUANTILE), out=weights)
+    weights[excluded] = 0.0
+    return weights
+
+
+def _draw(weights: np.ndarray, rng: np.random.RandomState, fallback: np.ndarray) -> int:
+    """An index drawn with probability proportional to `weights`, else uniformly from `fallback`."""
+    total = float(weights.sum())
+    if total > 0 and np.isfinite(total):
+        pick = int(np.searchsorted(np.cumsum(weights), rng.uniform(0.0, total), side="right"))
+        return min(pick, len(weights) - 1)
+    return int(rng.choice(fallback))
+
+
 def _kmeans_plus_plus(space: Any, n_clusters: int, rng: np.random.RandomState) -> np.ndarray:
-    """Geodesic k-means++ seeding: D^2 sampling, one single-source Dijkstra per chosen medoid."""
+    """Geodesic k-means++ seeding: capped D^2 sampling, one single-source Dijkstra per chosen medoid."""
     chosen = [int(rng.randint(space.n_points))]
     closest = space.from_point(chosen[0]).copy()
     for _ in range(1, n_clusters):
-        weights = np.square(closest)
-        weights[chosen] = 0.0
-        total = float(weights.sum())
-        if total > 0 and np.isfinite(total):
-            pick = int(np.searchsorted(np.cumsum(weights), rng.uniform(0.0, total), side="right"))
-            pick = min(pick, space.n_points - 1)
-        else:  # every point coincides with a medoid: draw among the others
-            pick = int(rng.choice(np.setdiff1d(np.arange(space.n_points), chosen)))
-        chosen.append(pick)
-        np.minimum(closest, space.from_point(pick), out=closest)
+        others = np.setdiff1d(np.arange(space.n_points), chosen)  # every point on a medoid: draw among the others
+        chosen.append(_draw(_capped_weights(closest, chosen), rng, others))
+        np.minimum(closest, space.from_point(chosen[-1]), out=closest)
     return np.array(chosen, dtype=np.int64)
+
+
+def _reseed_small(
+    space: Any, medoids: np.ndarray, labels: np.ndarray, distance: np.ndarray, min_size: int,
+    rng: np.random.RandomState,
+) -> tuple[np.ndarray, bool]:
+    """Move the medoid of every cluster with fewer than `min_size` members to a point drawn by capped D^2
+    sampling among the members of the clusters that are large enough; returns the medoids and whether any moved."""
+    sizes = np.bincount(labels, minlength=len(medoids))
+    small = np.flatnonzero(sizes < min_size)
+    if small.size == 0 or small.size == len(medoids):
+        return medoids, False
+    medoids = medoids.copy()
+    excluded = np.isin(labels, small) | np.isin(np.arange(len(labels)), medoids)
+    for cluster in small:
+        candidates = np.flatnonzero(~excluded)
+        if candidates.size == 0:
+            break
+        pick = _draw(_capped_weights(distance, excluded), rng, candidates)
+        medoids[cluster] = pick
+        excluded[pick] = True
+    return medoids, True
 
 
 def _initial_medoids(space: Any, init: Any, n_clusters: int, rng: np.random.RandomState) -> np.ndarray:
@@ -247,10 +286,21 @@ def _update(space: Any, medoids: np.ndarray, labels: np.ndarray, distance: np.nd
     return updated
 
 
-def _run(space: Any, init: Any, n_clusters: int, max_iter: int, tol: float, rng: np.random.RandomState) -> _Run:
-    """One k-medoids run from `init` until the medoids stop moving, the inertia stalls (tol) or max_iter."""
+def _run(
+    space: Any, init: Any, n_clusters: int, max_iter: int, tol: float, rng: np.random.RandomState, min_size: int = 1
+) -> _Run:
+    """One k-medoids run from `init` until the medoids stop moving, the inertia stalls (tol) or max_iter.
+
+    Clusters with fewer than `min_size` members are re-seeded (at most MAX_RESEEDS_PER_CLUSTER times each per run)
+    before the medoid updates start, so no cluster ends up as one isolated outlier.
+    """
     started = time.perf_counter()
     medoids, labels, distance = _assign(space, _initial_medoids(space, init, n_clusters, rng))
+    for _ in range(MAX_RESEEDS_PER_CLUSTER if min_size > 1 else 0):
+        medoids, moved = _reseed_small(space, medoids, labels, distance, min_size, rng)
+        if not moved:
+            break
+        medoids, labels, distance = _assign(space, medoids)
     inertia = float(np.square(distance).sum())
     timings: dict[str, Any] = {"init_s": time.perf_counter() - started, "update_s": [], "assign_s": []}
     previous, previous_medoids = np.full_like(labels, -1), np.full_like(medoids, -1)
@@ -313,6 +363,10 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     landmarks : None (default) or L >= 1 (metric="graph"): for large graphs, the candidates of clusters larger than
         exact_medoid_size are ranked by landmark lower bounds of their cost (L farthest-point landmarks, seeded by
         random_state; see lsg_graph.geodesics.landmarks) and only the best LANDMARK_VERIFIED get an exact Dijkstra.
+    min_cluster_size : "auto" (5% of n_samples / n_clusters, rounded down; 1 below 20 points per cluster) or an int >= 1. Outliers: k-means++ draws
+        with squared distances capped at their 99th percentile, and after the first assignment every cluster with
+        fewer members is re-seeded (up to 3 times), so an isolated code never becomes a cluster of its own (with
+        n_init > 1 such runs would otherwise win, having the least inertia). 1 turns re-seeding off.
 
     Attributes
     ----------
@@ -343,6 +397,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         n_medoid_candidates: int = 16,
         verbose: int = 0,
         landmarks: int | None = None,
+        min_cluster_size: Any = "auto",
     ) -> None:
         """Store the parameters (validated in fit); verbose > 0 shows the graph build and the runs on stderr."""
         self.n_clusters = n_clusters
@@ -361,6 +416,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.n_medoid_candidates = n_medoid_candidates
         self.verbose = verbose
         self.landmarks = landmarks
+        self.min_cluster_size = min_cluster_size
 
     # -------------------------------------------------------------------------------------------- fit
 
@@ -368,7 +424,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed"."""
         settings = self._check_params()
         started = time.perf_counter()
-        space = self._fit_space(X)
+        with sklearn_errors():
+            space = self._fit_space(X)
         graph_s = time.perf_counter() - started
         n_samples = space.n_points
         upper = f"n_samples] (n_samples = {n_samples})"
@@ -376,8 +433,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         init = self._check_init(space.n_points, n_clusters)
         rng = check_random_state(self.random_state)
         n_runs = 1 if not isinstance(init, str) else settings["n_init"]
+        min_size = self._check_min_cluster_size(n_samples, n_clusters)
         runs = [
-            _run(space, init, n_clusters, settings["max_iter"], settings["tol"], rng)
+            _run(space, init, n_clusters, settings["max_iter"], settings["tol"], rng, min_size)
             for _ in track(range(n_runs), "geodesic k-means runs", unit="run", show=bool(self.verbose))
         ]
         best = min(runs, key=lambda run: run.inertia)
@@ -401,6 +459,15 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             "max_iter": check_int_param(self.max_iter, "max_iter", OWNER, 1),
             "tol": check_float_param(self.tol, "tol", OWNER),
         }
+
+    def _check_min_cluster_size(self, n_samples: int, n_clusters: int) -> int:
+        """min_cluster_size as an int: "auto" is int(MIN_CLUSTER_FRACTION * n_samples / n_clusters) (at least 1), capped so
+        that every cluster can have it (1 turns re-seeding off)."""
+        if isinstance(self.min_cluster_size, str) and self.min_cluster_size == "auto":
+            size = max(1, int(MIN_CLUSTER_FRACTION * n_samples / n_clusters))
+        else:
+            size = check_int_param(self.min_cluster_size, "min_cluster_size", OWNER, 1)
+        return max(1, min(size, n_samples // n_clusters))
 
     def _check_init(self, n_samples: int, n_clusters: int) -> Any:
         """The init method name, or an int64 array (n_clusters,) of distinct indices in [0, n_samples)."""
@@ -476,6 +543,11 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         metric="graph": X holds codes (m, d), each attached to the graph as a leaf (its k nearest training codes);
         metric="precomputed": X is (m, n_train), distances to the training points.
         """
+        with sklearn_errors():
+            return self._transform(X)
+
+    def _transform(self, X: Any) -> np.ndarray:
+        """transform without the error translation."""
         check_is_fitted(self, "medoid_indices_")
         if self.metric == "precomputed":
             distances = check_distance_matrix(check_array(X, dtype=np.float64, ensure_all_finite=False), square=False)

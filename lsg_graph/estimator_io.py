@@ -31,6 +31,7 @@ SUMMARY_FILE = "kmeans.json"
 JSON_PARAMS = (
     "n_clusters", "n_init", "max_iter", "tol", "metric", "n_neighbors", "n_nodes", "candidates",
     "exact_medoid_size", "n_medoid_candidates", "landmarks",
+    "min_cluster_size",
 )
 
 

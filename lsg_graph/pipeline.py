@@ -654,6 +654,7 @@ class GeodesicSummary:
     path: Any
     refined: Any | None
     saved: Path | None = None
+    lower_bound: float | None = None  # the output-space chord ||g(a) - g(b)||: no curve from a to b is shorter
 
 
 def save_curve(path: str | Path, points: np.ndarray) -> Path:
@@ -737,14 +738,29 @@ def geodesic_run(
     graph, endpoints, metric = attach_points(run_dir, graph, [source, target], device, user)
     path = shortest_path(graph, endpoints[0], endpoints[1])
     refined = None
+    if metric is None and (refine != "none" or user is not None or not graph.params.get("decoder")):
+        metric = load_metric(run_dir, graph, device, user)  # a user-decoder graph without --decoder: graph path only
     if refine != "none":
-        metric = metric or load_metric(run_dir, graph, device, user)
         with _progress.stage(f"refine geodesic ({refine})", total=1, unit="curve", show=progress) as bar:
             refined = refine_path(metric, path, method=refine, **(refine_options or {}))
             bar.update(1)
+    lower = None
+    if metric is not None:
+        with torch.no_grad():
+            lower = min(float(metric.chord(path.points[:1], path.points[-1:])[0]), float(path.length))
     curve = refined.points if refined is not None else path.points
     saved = save_curve(out, curve) if out is not None else None
-    return GeodesicSummary(path, refined, saved)
+    return GeodesicSummary(path, refined, saved, lower)
+
+
+def health_run(
+    run_dir: str | Path, n_pairs: int = 8, seed: int = 0, device: str = "auto", progress: bool = True
+) -> Any:
+    """The geometry health check (lsg_graph.health.geometry_health) of a run's model and graph (built if missing)."""
+    from lsg_graph.health import geometry_health
+
+    graph, _ = ensure_graph(run_dir, device=device, progress=progress)
+    return geometry_health(load_metric(run_dir, graph, device), graph, n_pairs=n_pairs, seed=seed)
 
 
 @dataclass

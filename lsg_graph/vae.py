@@ -1124,6 +1124,12 @@ def encode_codes(vae: VAE, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     for begin in range(0, data.shape[0], batch_size):
         rows = torch.as_tensor(data[begin : begin + batch_size], dtype=like.dtype, device=like.device)
         codes[begin : begin + batch_size] = vae.encoder(rows)[0].cpu().numpy()
+    bad = ~np.isfinite(codes).all(axis=1)
+    if bad.any():
+        raise InvalidInput(
+            f"The encoder gave NaN or inf codes for {int(bad.sum())} of {len(codes)} rows (first "
+            f"{np.flatnonzero(bad)[:5].tolist()}): the model diverged or x is far outside its training range."
+        )
     return codes
 
 

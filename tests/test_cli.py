@@ -40,6 +40,16 @@ def test_geodesic_between_indices(built_run: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "graph length" in result.output and "refined length" in result.output and "euclidean distance" in result.output
     assert "0 -> " in result.output and result.output.strip().endswith("100")
+    lower = float(result.output.split("lower bound")[1].split()[0])
+    refined = float(result.output.split("refined length")[1].split()[0])
+    assert 0 < lower <= refined
+
+
+def test_evaluate_prints_the_geometry_health(built_run: Path) -> None:
+    """`evaluate` ends with the sigma off/on ratio and the graph's stretch on refined pairs."""
+    result = runner.invoke(app, ["evaluate", "--run", str(built_run), "--samples", "4", "--pairs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Geometry: sigma off/on the data" in result.output and "of refined geodesics on 2 pairs" in result.output
 
 
 def test_geodesic_from_coordinates(built_run: Path) -> None:
@@ -175,9 +185,9 @@ def test_train_conv_on_digits_then_evaluate(tmp_path: Path) -> None:
 
     model = VAE.load(run)
     assert model.config.architecture == "conv" and model.config.image_shape == (8, 8)
-    result = runner.invoke(app, ["evaluate", "--run", str(run), "--samples", "4", "--device", "cpu"])
+    result = runner.invoke(app, ["evaluate", "--run", str(run), "--samples", "4", "--device", "cpu", "--pairs", "0"])
     assert result.exit_code == 0, result.output
-    assert "ratio far / codes" in result.output
+    assert "ratio far / codes" in result.output and "Geometry:" not in result.output
 
 
 def test_train_conv_needs_images(tmp_path: Path) -> None:

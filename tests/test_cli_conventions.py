@@ -96,6 +96,8 @@ def test_json_output_of_every_command(folder: Path) -> None:
         outputs[name] = json.loads(output)
     assert outputs["train"]["n_train"] + outputs["train"]["n_held_out"] == 120
     assert outputs["evaluate"]["n_samples"] == 4 and isinstance(outputs["evaluate"]["claim_holds"], bool)
+    geometry = outputs["evaluate"]["geometry"]  # the health check's numbers and problems, inside the one object
+    assert geometry["n_pairs"] > 0 and isinstance(geometry["problems"], list) and geometry["summary"]
     assert outputs["build"]["n_points"] == 150 and outputs["build"]["latent_dim"] == 2
     geodesic = outputs["geodesic"]
     assert geodesic["refined"]["length"] <= geodesic["graph_length"] * (1 + 1e-9)

@@ -249,3 +249,23 @@ def test_graph_must_hold_x_and_be_connected() -> None:
     broken = graph_from_edges([edge for edge in RING_EDGES if 3 not in edge[:2]])  # node 3 cut off
     with pytest.raises(DisconnectedGraph, match=r"node\(s\) \[3\]"):
         GeodesicKMeans(2, graph=broken).fit(broken.codes)
+
+
+def test_an_isolated_outlier_never_gets_a_cluster_of_its_own() -> None:
+    """Three blobs plus one code 100 units away: every run of 5 seeds finds the blobs (ARI 1 on them), while the
+    pre-fix seeding (min_cluster_size=1 and uncapped D^2 draws pick the outlier almost surely) would not."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from lsg_graph.cluster import GeodesicKMeans
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    truth = np.repeat(np.arange(3), 100)
+    codes = np.vstack([centres[truth] + rng.normal(size=(300, 2)), [[100.0, 100.0]]])
+    for seed in range(5):
+        model = GeodesicKMeans(3, n_neighbors=10, n_init=3, random_state=seed).fit(codes)
+        sizes = np.bincount(model.labels_, minlength=3)
+        assert sizes.min() >= 5, sizes
+        assert adjusted_rand_score(truth, model.labels_[:300]) == pytest.approx(1.0)
+    with pytest.raises(InvalidInput, match="min_cluster_size"):
+        GeodesicKMeans(3, min_cluster_size=0).fit(codes)

@@ -106,3 +106,24 @@ def test_chord_uses_mean_and_std() -> None:
     a, b = np.array([[0.0, 0.0]]), np.array([[1.0, -1.0]])
     want = np.linalg.norm(np.r_[1, -1, 1, 1, np.e - 1, np.exp(-1) - 1, np.e - 1, np.exp(-1) - 1])
     assert float(metric.chord(a, b)[0]) == pytest.approx(want, rel=1e-6)
+
+
+def test_shortcut_edges_cut_the_stretch_of_a_d16_graph_and_stay_upper_bounds() -> None:
+    """Linear decoder in d = 16 (straight geodesics, exact distances): random long edges lower the median
+    graph/exact stretch clearly, never below 1, and the same seed gives the same graph."""
+    rng = np.random.default_rng(0)
+    decoder = LinearDecoder(rng.normal(size=(20, 16)))
+    codes = decoder.sample(600, seed=0)
+    metric = PullbackMetric(decoder)
+    pairs = rng.integers(0, 600, size=(40, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    exact = decoder.distance(codes[pairs[:, 0]], codes[pairs[:, 1]])
+    plain = distance_bounds(metric, build_latent_graph(metric, codes, k=10), pairs).upper / exact
+    graph = build_latent_graph(metric, codes, k=10, shortcuts=10, seed=3)
+    short = distance_bounds(metric, graph, pairs).upper / exact
+    assert np.all(short >= 1 - 1e-9)
+    assert np.median(short) < np.median(plain) - 0.05, (np.median(short), np.median(plain))
+    again = build_latent_graph(metric, codes, k=10, shortcuts=10, seed=3)
+    assert (again.weights != graph.weights).nnz == 0
+    with pytest.raises(InvalidInput, match="shortcuts"):
+        build_latent_graph(metric, codes, k=10, shortcuts=-1)

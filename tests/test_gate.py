@@ -111,3 +111,32 @@ def test_configs_saved_before_the_gate_load_as_ungated() -> None:
     assert VAEConfig.from_dict(payload).rbf_gate == "none"
     with pytest.raises(InvalidInput, match="rbf_gate"):
         VAEConfig(input_dim=5, rbf_gate="sometimes")
+
+
+def test_geometry_health_flags_what_is_wrong() -> None:
+    """On a linear decoder (deterministic, straight geodesics) the stretch is the graph's own; the check reports it
+    and names no sigma problem; on the gated tiny VAE the sigma ratio is >= 3 and no sigma problem is named."""
+    from lsg_graph.graph.latent_graph import build_latent_graph
+    from lsg_graph.health import geometry_health
+    from lsg_graph.manifolds import LinearDecoder
+
+    rng = np.random.default_rng(0)
+    decoder = LinearDecoder(rng.normal(size=(6, 4)))
+    metric = PullbackMetric(decoder)
+    graph = build_latent_graph(metric, decoder.sample(300, seed=0), k=5)
+    health = geometry_health(metric, graph, n_pairs=4)
+    assert health.sigma_ratio is None and health.n_pairs == 4
+    assert health.stretch_median >= 1.0 - 1e-9
+    assert (health.stretch_median > 1.05) == any("longer than refined" in p for p in health.problems)
+    assert "graph distances are within" in health.summary()
+
+
+def test_encode_codes_refuses_non_finite_codes() -> None:
+    """A diverged encoder (NaN weights) used to return NaN codes silently."""
+    from lsg_graph.vae import encode_codes
+
+    vae = VAE(VAEConfig(input_dim=5, hidden_dims=(4,)))
+    with torch.no_grad():
+        next(vae.encoder.parameters()).fill_(float("nan"))
+    with pytest.raises(InvalidInput, match=r"NaN or inf codes for 3 of 3 rows"):
+        encode_codes(vae, np.zeros((3, 5), dtype=np.float32))

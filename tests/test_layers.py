@@ -27,6 +27,7 @@ LAYERS = {
     "lsg_graph.cluster": 6,
     "lsg_graph.walks": 6,
     "lsg_graph.distances": 6,
+    "lsg_graph.health": 6,
     "lsg_graph.plot": 7,
     "lsg_graph.pipeline": 7,
     "lsg_graph.user_model": 7,

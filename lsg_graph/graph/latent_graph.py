@@ -25,6 +25,7 @@ CONNECT_MODES = {"bridge": "join components by their shortest metric-weighted br
 DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median error at N = 3000 (benchmarks/graph_accuracy.py)
 BRIDGE_CANDIDATES = 8  # Euclidean-closest cross-component pairs measured per component and round
 ZERO_LENGTH = float(np.finfo(np.float64).tiny)  # stored instead of 0 so that duplicate codes stay joined
+SHORTCUT_NODE_FACTOR = 4  # shortcut edges are long: measured with this many times the quadrature nodes
 VOLATILE_PARAMS = ("timings",)  # params that differ between identical builds: kept out of graph.npz
 
 
@@ -134,13 +135,20 @@ def build_latent_graph(
     connect: str = "bridge",
     progress: bool = False,
     executor: Any = None,
+    shortcuts: int = 0,
+    seed: int = 0,
 ) -> LatentGraph:
     """Build the kNN graph of `codes` (n, d) with metric edge lengths; see LatentGraph for the result.
 
     With `candidates` c > 1, c*k Euclidean neighbours are measured and the k metrically shortest kept
-    (metric-aware neighbours). Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning)
-    or refused (`connect="error"`, DisconnectedGraph). `executor`: None measures the edges here; else an object
-    with `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor.
+    (metric-aware neighbours). With `shortcuts` s > 0 every code is also joined to s partners drawn uniformly
+    (seeded by `seed`), each measured along its straight segment with SHORTCUT_NODE_FACTOR times the quadrature
+    nodes: long edges that let Dijkstra follow near-straight routes in high latent dimensions, where kNN paths
+    zig-zag; like every edge they carry the length of an actual curve, so graph distances stay upper bounds.
+    Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning) or refused (`connect="error"`,
+    DisconnectedGraph). `executor`: None measures the edges here; else an object with
+    `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor (the
+    shortcuts too).
     """
     check_metric(metric)
     if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
@@ -151,6 +159,7 @@ def build_latent_graph(
     k = _check_k(k, n_points)
     n_nodes = check_positive_int(n_nodes, "n_nodes")
     candidates = check_positive_int(candidates, "candidates")
+    shortcuts = check_int(shortcuts, "shortcuts", minimum=0)
     backend = resolve_backend(backend, codes.shape[1], device)
     check_choice(connect, "connect mode", CONNECT_MODES)
     if executor is not None and not callable(getattr(executor, "edge_lengths", None)):
@@ -168,6 +177,11 @@ def build_latent_graph(
     lengths = measure(metric, codes[rows], codes[cols], n_nodes=n_nodes, progress=progress)
     if n_candidates > k:
         rows, cols, lengths = _keep_metric_nearest(rows, cols, lengths, n_points, k)
+    if shortcuts:
+        extra_rows, extra_cols = _shortcut_pairs(n_points, shortcuts, seed, rows * n_points + cols)
+        extra = measure(metric, codes[extra_rows], codes[extra_cols], n_nodes=SHORTCUT_NODE_FACTOR * n_nodes,
+                        progress=progress)
+        rows, cols, lengths = np.r_[rows, extra_rows], np.r_[cols, extra_cols], np.r_[lengths, extra]
     weights = _symmetric_csr(rows, cols, lengths, n_points)
     timings["edge_lengths_s"] = time.perf_counter() - started
 
@@ -180,6 +194,8 @@ def build_latent_graph(
         "n_nodes": n_nodes,
         "backend": backend,
         "candidates": candidates,
+        "shortcuts": shortcuts,
+        "seed": seed,
         "connect": connect,
         "n_components_before_bridging": n_components,
         "n_bridges": n_bridges,
@@ -194,6 +210,16 @@ def _check_k(k: Any, n_points: int) -> int:
     if k >= n_points:
         raise InvalidInput(f"The 'k' parameter must be < the number of points ({n_points}); got {k}.")
     return k
+
+
+def _shortcut_pairs(n_points: int, per_point: int, seed: int, existing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique undirected pairs (i < j) joining each point to `per_point` uniform partners, minus `existing` keys."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n_points, dtype=np.int64), per_point)
+    cols = (rows + rng.integers(1, n_points, size=rows.size)) % n_points  # never the point itself
+    low, high = np.minimum(rows, cols), np.maximum(rows, cols)
+    keys = np.setdiff1d(np.unique(low * n_points + high), existing)
+    return keys // n_points, keys % n_points
 
 
 def _unique_pairs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
