@@ -109,9 +109,10 @@ class _LandmarkGraphSpace(_GraphSpace):
     """_GraphSpace for large graphs: a large cluster's candidates are ranked by landmark estimates of their cost.
 
     The estimate of d(c, i) is the landmark lower bound max_l |d(c, l) - d(i, l)| (O(L) per member, no Dijkstra);
-    only the LANDMARK_VERIFIED best-ranked candidates get their exact cost (one Dijkstra each), compared with the
-    current medoid's exact cost, so a medoid still moves only when its exact cost strictly drops. Clusters of at
-    most `exact_size` members get the exact medoid as in _GraphSpace.
+    only the LANDMARK_VERIFIED best-ranked candidates, and only those ranked above the current medoid, get their
+    exact cost (one Dijkstra each), compared with the current medoid's exact cost, so a medoid still moves only
+    when its exact cost strictly drops. Clusters of at most `exact_size` members get the exact medoid as in
+    _GraphSpace.
     """
 
     def __init__(self, graph: LatentGraph, exact_size: int, n_candidates: int, landmarks: Landmarks) -> None:
@@ -128,8 +129,9 @@ class _LandmarkGraphSpace(_GraphSpace):
         at_members = table[:, members]
         estimated = np.array([np.square(np.abs(at_members - table[:, [c]]).max(axis=0)).sum() for c in candidates])
         ranked = candidates[np.argsort(estimated, kind="stable")]
-        shortlist = ranked[ranked != current][:LANDMARK_VERIFIED]
-        if shortlist.size == 0:
+        ahead = ranked[: int(np.flatnonzero(ranked == current)[0])]  # ranked above the current medoid
+        shortlist = ahead[:LANDMARK_VERIFIED]
+        if shortlist.size == 0:  # no candidate is estimated cheaper: no Dijkstra at all
             return int(current)
         own = distance[members]  # exact distances from the current medoid (the assignment's Dijkstra)
         limit = (float(own.max()) + float(distance[shortlist].max())) * (1.0 + 1e-9) + 1e-300
