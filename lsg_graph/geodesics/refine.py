@@ -4,7 +4,7 @@ The strategy and public API. Methods (registry REFINE_METHODS; the measured rati
 
 * "auto" (default): Levenberg-Marquardt on the output-space discrete energy ("gauss_newton") for every pair; at
   latent dimension <= polish_dim the curve is then polished by multiple shooting from it (kept when it converges
-  and is no longer); pairs where Gauss-Newton did not converge also go through "shooting".
+  and is no longer); at d <= SHOOTING_FALLBACK_DIM pairs where Gauss-Newton did not converge also go through it.
 * "gauss_newton": lsg_graph.geodesics.gn from the graph path resampled by metric arc length, or from the straight
   segment where that is shorter.
 * "shooting": multiple (n_segments > 1) or single shooting (lsg_graph.geodesics.shooting) from the graph path
@@ -67,6 +67,7 @@ AGREE_RTOL = 1e-6  # the two shooting passes agree when their lengths are this c
 WARM_POINTS = 17  # nodes of the coarse energy minimisation that smooths graph paths for initial="energy"
 WARM_ITER = 40  # its L-BFGS iterations
 WARM_TOL = 1e-6  # its relative energy change
+SHOOTING_FALLBACK_DIM = 8  # "auto" tries shooting for unconverged Gauss-Newton pairs up to this d (it costs O(d) more)
 POLISH_RTOL = 1e-8  # "auto" keeps a converged shooting curve up to this much longer than the Gauss-Newton one
 
 
@@ -181,11 +182,12 @@ def _run_gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], opti
 
 def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[list[_Candidate]]:
     """Gauss-Newton for every pair; then multiple shooting (n_segments, n_steps) started from its curve and bounded
-    by its length, for every pair at latent dimension <= polish_dim and for pairs where Gauss-Newton did not
-    converge (at any dimension); the caller keeps the shortest converged candidate."""
+    by its length, for every pair at latent dimension <= polish_dim and, at d <= SHOOTING_FALLBACK_DIM, for pairs
+    where Gauss-Newton did not converge; the caller keeps the shortest converged candidate."""
     tried = _run_gauss_newton(metric, problems, options)
     polish = metric.latent_dim <= options.polish_dim
-    chosen = [i for i, (candidate,) in enumerate(tried) if polish or not candidate.converged]
+    rescue = metric.latent_dim <= SHOOTING_FALLBACK_DIM
+    chosen = [i for i, (candidate,) in enumerate(tried) if polish or (rescue and not candidate.converged)]
     chosen = [i for i in chosen if np.isfinite(tried[i][0].length)]
     if not chosen:
         return tried
