@@ -80,6 +80,7 @@ RBF_GATES = {
     "none": "the paper's RBF network alone (k-means centres; sigma can fall between codes at high d)",
 }
 GATE_POWER = 4  # gate kernels exp(-(r / h)^(2 p)): flat inside the radius h, steep around it
+GATE_NEIGHBOURS = 16  # the gate sums the kernels of the gate centres nearest each point only
 GATE_STRENGTH = 3.0  # gate g = 1 - exp(-GATE_STRENGTH * sum of kernels): ~1 on the codes, ~0 far from all of them
 ARCHITECTURES = ("mlp", "conv")
 CONV_CHANNELS = (32, 64)  # conv encoder: two stride-2 4x4 convolutions
@@ -416,9 +417,23 @@ class RBFStd(nn.Module):
         """The gate g(z) in [0, 1] (...,): about 1 near the training codes, 0 away from all of them."""
         if self.gate_centers is None:
             return torch.ones(z.shape[:-1], dtype=z.dtype, device=z.device)
-        q = (self.gate_scales * _squared_distances(z, self.gate_centers)).clamp(max=_GATE_Q_MAX)
+        flat = z.reshape(-1, z.shape[-1])
+        offsets, scales = self._nearest_gate_centres(flat)
+        q = (scales * offsets.square().sum(-1)).clamp(max=_GATE_Q_MAX)
         total = torch.exp(-(q**GATE_POWER)).sum(-1)
-        return -torch.expm1(-GATE_STRENGTH * total)
+        return -torch.expm1(-GATE_STRENGTH * total).reshape(z.shape[:-1])
+
+    def _nearest_gate_centres(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Offsets z - e_j (n, m, d) to the m = min(G, GATE_NEIGHBOURS) gate centres nearest each point of z (n, d),
+        and their scales (n, m). Farther kernels are below exp(-(1.5)^8) of a code's own and are left out: the
+        selection only changes where the kernels it swaps are negligible, so values and derivatives stay smooth."""
+        centres, scales = self.gate_centers, self.gate_scales
+        if centres.shape[0] <= GATE_NEIGHBOURS:
+            return z.unsqueeze(-2) - centres, scales.expand(z.shape[0], -1)
+        with torch.no_grad():
+            squared = (z.square().sum(-1, keepdim=True) - 2.0 * z @ centres.T + centres.square().sum(-1))
+            nearest = torch.topk(squared, GATE_NEIGHBOURS, dim=-1, largest=False).indices  # (n, m)
+        return z.unsqueeze(-2) - centres[nearest], scales[nearest]
 
     def precision(self, z: Tensor) -> Tensor:
         """Precision beta(z) = g(z) W v(z) + zeta, shape (..., D), in 1 / data units^2."""
@@ -479,11 +494,11 @@ class RBFStd(nn.Module):
         z, tangents = blocks[0], blocks[1:-1]
         if self.gate_centers is None:
             return torch.ones((1, z.shape[0], 1), dtype=z.dtype, device=z.device)
-        offsets = z.unsqueeze(-2) - self.gate_centers  # (n, G, d)
-        q = (self.gate_scales * offsets.square().sum(-1)).clamp(max=_GATE_Q_MAX)  # (n, G)
+        offsets, scales = self._nearest_gate_centres(z)  # (n, m, d), (n, m)
+        q = (scales * offsets.square().sum(-1)).clamp(max=_GATE_Q_MAX)  # (n, m)
         p = GATE_POWER
         kernels = torch.exp(-(q**p))
-        dq = 2.0 * self.gate_scales * torch.einsum("ngd,mnd->mng", offsets, tangents)  # (T, n, G)
+        dq = 2.0 * scales * torch.einsum("ngd,mnd->mng", offsets, tangents)  # (T, n, m)
         slope = -p * q ** (p - 1) * kernels  # d kernel / d q
         total = kernels.sum(-1)
         outer = torch.exp(-GATE_STRENGTH * total)
@@ -492,7 +507,7 @@ class RBFStd(nn.Module):
         parts.append(GATE_STRENGTH * outer * d_total)
         if second:
             dq_v = dq[along - 1]
-            ddq = 2.0 * self.gate_scales * blocks[along].square().sum(-1, keepdim=True)
+            ddq = 2.0 * scales * blocks[along].square().sum(-1, keepdim=True)
             curvature = kernels * ((p * q ** (p - 1) * dq_v).square() - p * (p - 1) * q ** (p - 2) * dq_v.square())
             dd_total = (curvature + slope * ddq).sum(-1)
             d_v = d_total[along - 1]
@@ -501,11 +516,6 @@ class RBFStd(nn.Module):
 
 
 _GATE_Q_MAX = 1e4  # gate kernels are exp(-1e16) = 0 beyond this; the clamp keeps q^(p-1) finite
-
-
-def _squared_distances(z: Tensor, centers: Tensor) -> Tensor:
-    """Squared Euclidean distances (..., G) from points (..., d) to centres (G, d)."""
-    return ((z.unsqueeze(-2) - centers) ** 2).sum(-1)
 
 
 class VAEDecoder(nn.Module):

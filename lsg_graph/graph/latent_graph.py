@@ -25,7 +25,7 @@ CONNECT_MODES = {"bridge": "join components by their shortest metric-weighted br
 DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median error at N = 3000 (benchmarks/graph_accuracy.py)
 BRIDGE_CANDIDATES = 8  # Euclidean-closest cross-component pairs measured per component and round
 ZERO_LENGTH = float(np.finfo(np.float64).tiny)  # stored instead of 0 so that duplicate codes stay joined
-SHORTCUT_NODE_FACTOR = 4  # shortcut edges are long: measured with this many times the quadrature nodes
+SHORTCUT_NODE_FACTOR = 2  # shortcut edges are long: measured with this many times the quadrature nodes
 VOLATILE_PARAMS = ("timings",)  # params that differ between identical builds: kept out of graph.npz
 
 
