@@ -38,6 +38,7 @@ from lsg_graph.errors import DecoderError
 from lsg_graph.metric import PullbackMetric, _decoder_failures
 
 ROUNDING_FLOOR = 64.0  # the relative decrement tolerance never goes below this many machine epsilons
+RIDGE_FLOOR = 1e3  # the relative ridge of the blocks is at least this many machine epsilons (float32: 1.2e-4)
 INITIAL_DAMPING = 1e-4  # lambda at the start, relative to each node's scale
 MAX_DAMPING = 1e10  # a pair whose lambda exceeds this stalled (no step lowers its energy)
 JACOBIAN_ELEMENTS = 1 << 24  # output elements of one Jacobian chunk (nodes x (d + 4) x P), bounds memory
@@ -194,6 +195,7 @@ def levenberg_marquardt(
     n, count, d = curves.shape
     device, dtype = curves.device, curves.dtype
     threshold = max(float(tol), ROUNDING_FLOOR * torch.finfo(dtype).eps)
+    ridge = max(float(ridge), RIDGE_FLOOR * torch.finfo(dtype).eps)  # float32 Cholesky of a rank-deficient J^T J
     values = decoded.values(curves.reshape(-1, d)).reshape(n, count, -1)
     energy = _energies(values)
     failed = ~torch.isfinite(energy)
