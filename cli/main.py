@@ -52,6 +52,7 @@ def _name_options(exc: BaseException) -> None:
         exc.args = (renamed,)
 
 
+REFINE_CHOICES = "'auto' (Gauss-Newton on the output-space energy, polished by shooting at d <= 2), 'gauss_newton', 'shooting', 'energy' or 'none'"
 RUN_HELP = "Run directory holding the model, graph and manifest."
 DECODER_HELP = (
     "Your own decoder: 'module.path:factory', a zero-argument callable returning a torch module or a callable "
@@ -393,7 +394,7 @@ def build(
 def geodesic(
     source: str = typer.Option(..., "--from", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     target: str = typer.Option(..., "--to", help="End: a node index or latent coordinates."),
-    refine: str = typer.Option("shooting", help="Refinement of the graph path: 'shooting', 'multiple_shooting', 'energy' or 'none'."),
+    refine: str = typer.Option("auto", help=f"Refinement of the graph path: {REFINE_CHOICES}."),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
@@ -560,7 +561,7 @@ def walk(
 def plot(
     pairs: str = typer.Option("auto", "--pairs", help="'auto' (3 pairs where geodesic and straight line differ most), a count N (seeded random pairs), or pairs 'I:J,K:L' of node indices; with coordinates separate pairs by ';' ('0.1,0.2:5;3:40')."),
     n_auto: int = typer.Option(3, "--n-auto", help="Number of pairs for --pairs auto."),
-    refine: str = typer.Option("shooting", help="'shooting', 'multiple_shooting', 'energy' or 'none' (graph paths, drawn as such)."),
+    refine: str = typer.Option("auto", help=f"{REFINE_CHOICES} ('none': graph paths, drawn as such)."),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),

@@ -235,3 +235,17 @@ def test_conv_trains_on_an_idx_folder_through_train_run(tmp_path: Path) -> None:
     model = VAE.load(summary.run_dir)
     assert model.config.architecture == "conv" and model.config.image_shape == (28, 28)
     assert model.config.input_dim == 784 and np.isfinite(summary.report.held_out_elbo)
+
+
+def test_every_refinement_choice_in_the_help_exists() -> None:
+    """The --refine choices the CLI help and README name are the library's registry keys, and the default is one."""
+    import re
+
+    from cli.main import REFINE_CHOICES
+    from lsg_graph.geodesics.refine import REFINE_METHODS
+
+    named = set(re.findall(r"'([a-z_]+)'", REFINE_CHOICES))
+    assert named == set(REFINE_METHODS), (named, set(REFINE_METHODS))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for choices in re.findall(r"--refine ([a-z_|]+)\]", readme):
+        assert set(choices.split("|")) <= set(REFINE_METHODS), choices
