@@ -147,7 +147,7 @@ def test_progress_on_a_terminal_and_none_when_piped(folder: Path) -> None:
     quiet = _run_cli([*args, "--quiet"], folder, terminal=True)
     assert "edge lengths" not in quiet and "%|" not in quiet, quiet
     stages = _run_cli(["geodesic", *USER, "--run", "progress-run", "--from", "0", "--to", "9"], folder, terminal=True)
-    assert "refine geodesic (shooting)" in stages and "done in" in stages, stages
+    assert "refine geodesic (auto)" in stages and "done in" in stages, stages
 
 
 def test_warnings_name_the_commands_flags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
