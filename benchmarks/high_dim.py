@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
@@ -42,6 +41,7 @@ from lsg_graph.distances import distance_bounds  # noqa: E402
 from lsg_graph.geodesics.refine import refine_geodesics  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import edge_lengths  # noqa: E402
+from lsg_graph.health import off_data_points  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 from lsg_graph.vae import encode_codes, iwae_log_likelihood  # noqa: E402
 
@@ -54,20 +54,11 @@ def pixel_sigma(vae: Any, points: np.ndarray) -> np.ndarray:
     return vae.rbf_std(torch.as_tensor(points, dtype=torch.float32)).mean(1).double().numpy()
 
 
-def off_data_points(codes: np.ndarray, rng: np.random.Generator, n: int = 2000) -> tuple[np.ndarray, float]:
-    """Midpoints of random code pairs >= 1.5 median NN spacings from every code (up to n), and the spacing."""
-    tree = cKDTree(codes)
-    spacing = float(np.median(tree.query(codes, k=2)[0][:, 1]))
-    i, j = rng.integers(0, len(codes), (2, 40 * n))
-    mids = 0.5 * (codes[i] + codes[j])
-    return mids[tree.query(mids)[0] >= 1.5 * spacing][:n], spacing
-
-
 def variant_row(name: str, vae: Any, data: Any, train: np.ndarray, held: np.ndarray, args: Any) -> dict[str, Any]:
     """Every measurement of one model variant (see the module docstring)."""
     rng = np.random.default_rng(0)
     train_codes = encode_codes(vae, data.images[train]).astype(np.float64)
-    off, spacing = off_data_points(train_codes, rng)
+    off, spacing = off_data_points(train_codes, 2000, rng)
     on_sigma, off_sigma = float(np.median(pixel_sigma(vae, train_codes))), float(np.median(pixel_sigma(vae, off)))
     iwae = float(np.mean(iwae_log_likelihood(vae, data.images[held][: args.held_out], "rbf", n_samples=args.iwae)))
     codes = encode_codes(vae, data.images)
