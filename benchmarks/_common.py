@@ -94,3 +94,14 @@ def best_of(contenders: dict[str, Callable[[], Any]], repeats: int, device: torc
             sync(device)
             times[name].append(time.perf_counter() - started)
     return times
+
+
+def far_pairs(manifold: Any, codes: np.ndarray, minimum: float, count: int, seed: int) -> np.ndarray:
+    """`count` random node pairs (count, 2) whose exact distance (manifold.distance) exceeds `minimum`."""
+    rng = np.random.default_rng(seed)
+    pairs: list[tuple[int, int]] = []
+    while len(pairs) < count:
+        i, j = rng.integers(0, len(codes), 2)
+        if manifold.distance(codes[[i]], codes[[j]])[0] > minimum:
+            pairs.append((int(i), int(j)))
+    return np.array(pairs)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import far_pairs, table, write_json  # noqa: E402
 
 from lsg_graph.errors import ConvergenceWarning  # noqa: E402
 from lsg_graph.geodesics.refine import GeodesicResult, refine_geodesics  # noqa: E402
@@ -53,17 +53,6 @@ TARGET_SPEEDUP = 20.0  # ... at 20x its speed or better
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-def far_pairs(manifold: Any, codes: np.ndarray, minimum: float, count: int, seed: int) -> np.ndarray:
-    """`count` random node pairs (count, 2) whose exact distance exceeds `minimum`."""
-    rng = np.random.default_rng(seed)
-    pairs: list[tuple[int, int]] = []
-    while len(pairs) < count:
-        i, j = rng.integers(0, len(codes), 2)
-        if manifold.distance(codes[[i]], codes[[j]])[0] > minimum:
-            pairs.append((int(i), int(j)))
-    return np.array(pairs)
 
 
 def timed_refine(

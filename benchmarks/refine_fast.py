@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import far_pairs, table, write_json  # noqa: E402
 from _refine_models import run_dir  # noqa: E402
 
 from lsg_graph.errors import ConvergenceWarning  # noqa: E402
@@ -96,17 +96,6 @@ def summary(name: str, method: str, results: list[GeodesicResult], seconds: floa
 
 
 # ------------------------------------------------------------------------------------------------- surfaces
-
-
-def far_pairs(manifold: Any, codes: np.ndarray, minimum: float, count: int, seed: int) -> np.ndarray:
-    """`count` random node pairs whose exact distance exceeds `minimum`."""
-    rng = np.random.default_rng(seed)
-    pairs: list[tuple[int, int]] = []
-    while len(pairs) < count:
-        i, j = rng.integers(0, len(codes), 2)
-        if manifold.distance(codes[[i]], codes[[j]])[0] > minimum:
-            pairs.append((int(i), int(j)))
-    return np.array(pairs)
 
 
 def surfaces(n_pairs: int) -> list[dict[str, Any]]:
