@@ -196,6 +196,32 @@ def second_order_forward(module: nn.Module, blocks: Tensor, along: int) -> Tenso
     return torch.cat([value.unsqueeze(0), first, second.unsqueeze(0)])
 
 
+def first_order_forward(module: nn.Module, blocks: Tensor) -> Tensor:
+    """Push blocks (B, n, ...) = [values; B - 1 tangents] through `module`: values and Jacobian-tangent products.
+
+    The first-order part of `second_order_forward` without its second-order block: all Jacobian columns of a
+    module at once when the tangents are the unit vectors (`jacobian_blocks`).
+    """
+    if type(module) is nn.Sequential:
+        for layer in module:
+            blocks = first_order_forward(layer, blocks)
+        return blocks
+    count, n = blocks.shape[:2]
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Flatten, nn.Unflatten, nn.Identity)):
+        rows = blocks.reshape(count * n, *blocks.shape[2:])
+        out = stacked_forward(module, rows, n)  # linear: bias on the value block only
+        return out.reshape(count, n, *out.shape[1:])
+    value, slope, _ = _activation_derivatives(module, blocks[0])
+    return torch.cat([value.unsqueeze(0), blocks[1:] * slope])
+
+
+def jacobian_blocks(z: Tensor) -> Tensor:
+    """Blocks (d + 1, n, d) for inputs z (n, d): [z; e_1 .. e_d], the input of `first_order_forward` for Jacobians."""
+    n, d = z.shape
+    identity = torch.eye(d, dtype=z.dtype, device=z.device).unsqueeze(1).expand(d, n, d)
+    return torch.cat([z.unsqueeze(0), identity])
+
+
 def input_blocks(z: Tensor, v: Tensor) -> tuple[Tensor, int]:
     """Blocks (d + 3, n, d) for inputs z, v (n, d): [z; e_1 .. e_d; v; 0], and the index of the v block."""
     n, d = z.shape

@@ -306,7 +306,7 @@ def build_run(
         own_data = _check_data_matches(vae, dataset, data)
         n_edges = dataset.n_samples * min(k, max(dataset.n_samples - 1, 1)) * candidates
         check_request(
-            "build", 2 * (vae.latent_dim + 1) * n_edges * n_nodes * _n_params(vae),
+            "build", 2 * (vae.latent_dim + 1) * n_edges * n_nodes * _decoder_params(PullbackMetric(vae.decoder(variance))),
             f"{dataset.n_samples} codes, --k {k}, --nodes {n_nodes}, --candidates {candidates}",
             memory=64 * n_edges + 8 * n_nodes * vae.input_dim * 64,
             hint="lower --nodes, --k or --candidates", device=torch_device,

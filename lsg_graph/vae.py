@@ -312,6 +312,15 @@ class MeanDecoder(nn.Module):
         """The network before the output activation on blocks (B, n, d) -> (B, n, D)."""
         return forward_mode.second_order_forward(self.net, blocks, along)
 
+    def first_order(self, blocks: Tensor) -> Tensor:
+        """Mean blocks (B, n, D) from input blocks [z; tangents] (B, n, d) (forward_mode.first_order_forward)."""
+        out = self._first_order_net(blocks)
+        return forward_mode.first_order_forward(nn.Sigmoid(), out) if self.mean_output == "sigmoid" else out
+
+    def _first_order_net(self, blocks: Tensor) -> Tensor:
+        """The network before the output activation on blocks [z; tangents] (B, n, d) -> (B, n, D)."""
+        return forward_mode.first_order_forward(self.net, blocks)
+
 
 class ConvMeanDecoder(MeanDecoder):
     """z (..., d) -> decoder mean (..., D): an MLP to a (32, H/4, W/4) map, two 4x4 stride-2 transposed convolutions
@@ -357,6 +366,13 @@ class ConvMeanDecoder(MeanDecoder):
         maps = forward_mode.second_order_forward(self.deconv, out.reshape(count, n, *self.map_shape), along)
         return maps.reshape(count, n, self.output_dim)
 
+    def _first_order_net(self, blocks: Tensor) -> Tensor:
+        """MLP, maps and transposed convolutions on blocks [z; tangents] (B, n, d) -> (B, n, D)."""
+        out = forward_mode.first_order_forward(self.net, blocks)
+        count, n = out.shape[:2]
+        maps = forward_mode.first_order_forward(self.deconv, out.reshape(count, n, *self.map_shape))
+        return maps.reshape(count, n, self.output_dim)
+
 
 class StandardStd(nn.Module):
     """The usual VAE variance head: z (..., d) -> std (..., D) = softplus(MLP(z)) + min_std."""
@@ -379,6 +395,12 @@ class StandardStd(nn.Module):
         """Std blocks (B, n, D) from input blocks (B, n, d) (see forward_mode.second_order_forward)."""
         out = forward_mode.second_order_forward(self.net, blocks, along)
         out = forward_mode.second_order_forward(nn.Softplus(), out, along)
+        out[0] += self.min_std
+        return out
+
+    def first_order(self, blocks: Tensor) -> Tensor:
+        """Std blocks (B, n, D) from input blocks [z; tangents] (B, n, d) (forward_mode.first_order_forward)."""
+        out = forward_mode.first_order_forward(nn.Softplus(), forward_mode.first_order_forward(self.net, blocks))
         out[0] += self.min_std
         return out
 
@@ -452,6 +474,11 @@ class RBFStd(nn.Module):
         blocks = torch.stack([z, v, torch.zeros_like(z)])
         out = self.second_order(blocks, 1, second=False)
         return out[0], out[1]
+
+    def first_order(self, blocks: Tensor) -> Tensor:
+        """Std blocks (B, n, D) from input blocks [z; tangents] (B, n, d): value and first derivatives."""
+        padded = torch.cat([blocks, torch.zeros_like(blocks[:1])])
+        return self.second_order(padded, 1, second=False)[:-1]
 
     def second_order(self, blocks: Tensor, along: int, second: bool = True) -> Tensor:
         """Std blocks (B, n, D) from input blocks [z; tangents; 0] (B, n, d) straight from forward_mode.input_blocks.
@@ -546,6 +573,17 @@ class VAEDecoder(nn.Module):
         mean, mean_tangent = self.mean.fused_jvp(z, v)
         std, std_tangent = self.std.fused_jvp(z, v)
         return mean, std, mean_tangent, std_tangent
+
+    def fused_jacobian(self, z: Tensor) -> Tensor:
+        """Jacobian J_g (n, 2D, d) of g = [mean; std] at z (n, d) in one fused first-order pass (d + 1 row blocks).
+
+        The optional decoder method lsg_graph.geodesics.gn uses without autograd; values that are not finite make
+        the row's Jacobian NaN.
+        """
+        blocks = forward_mode.jacobian_blocks(z)
+        out = torch.cat([self.mean.first_order(blocks), self.std.first_order(blocks)], dim=-1)
+        guard = 0.0 * out[0].sum(dim=-1, keepdim=True)
+        return out[1:].permute(1, 2, 0) + guard.unsqueeze(-1)
 
     def fused_geodesic_terms(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Jacobian J_g (n, 2D, d) and h = d^2/ds^2 g(z + s v) (n, 2D) of g = [mean; std] in one fused pass.

@@ -165,3 +165,38 @@ def test_fused_geodesic_acceleration_matches_the_generic_path(architecture, acti
         fused = metric.geodesic_acceleration(z, v)
     generic = metric.geodesic_acceleration(z, v).detach()
     assert relative_error(fused, generic) < 1e-10
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+@pytest.mark.parametrize("activation", ["tanh", "elu", "softplus"])
+@pytest.mark.parametrize("variance", ["rbf", "standard"])
+def test_fused_jacobian_matches_torch_func_jacobian(architecture, activation, variance) -> None:
+    """VAEDecoder.fused_jacobian (one first-order pass, d + 1 row blocks) against torch.func.jvp of g = [mu; sigma]."""
+    decoder = random_vae(architecture, activation, "sigmoid").decoder(variance)
+    z = torch.randn(7, 2, dtype=torch.float64)
+
+    want = PullbackMetric(decoder)._jacobian(z)  # autograd on: torch.func.jvp along each unit vector
+    with torch.no_grad():
+        got = decoder.fused_jacobian(z)
+    assert got.shape == want.shape == (7, 128, 2)
+    assert relative_error(got, want.detach()) < 1e-12
+
+
+def test_fused_jacobian_of_the_gated_rbf_head_in_higher_dimension() -> None:
+    """The gated RBF head at d = 5: fused_jacobian against torch.func.jvp (gate and RBF derivatives)."""
+    torch.manual_seed(1)
+    config = VAEConfig(input_dim=20, latent_dim=5, rbf_gate="codes", n_gate_centers=40, n_centers=12)
+    vae = VAE(config).double()
+    vae.rbf_fitted = True
+    with torch.no_grad():
+        vae.rbf_std.centers.normal_()
+        vae.rbf_std.weight_free.normal_()
+        vae.rbf_std.gate_centers.normal_()
+        vae.rbf_std.gate_scales.fill_(0.3)
+    decoder = vae.decoder("rbf")
+    z = torch.randn(9, 5, dtype=torch.float64)
+
+    want = PullbackMetric(decoder)._jacobian(z)  # autograd on: torch.func.jvp along each unit vector
+    with torch.no_grad():
+        got = decoder.fused_jacobian(z)
+    assert relative_error(got, want.detach()) < 1e-11

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lsg_graph.geodesics.curves import hermite_lengths, spline_velocities
-from lsg_graph.geodesics.gn import block_tridiagonal_solve, levenberg_marquardt, upsample
+from lsg_graph.geodesics.gn import BANDED_MAX_DIM, block_tridiagonal_solve, levenberg_marquardt, upsample
 from lsg_graph.manifolds import LinearDecoder, SphereChart
 from lsg_graph.metric import PullbackMetric
 
 
-def test_block_tridiagonal_solve_matches_a_dense_solve() -> None:
-    """Random SPD block-tridiagonal systems (4 of them, 5 blocks of 3 x 3) against torch.linalg.solve."""
+@pytest.mark.parametrize("d", [3, 6])  # 3: one banded LAPACK solve; 6: the batched block recursion
+def test_block_tridiagonal_solve_matches_a_dense_solve(d: int) -> None:
+    """Random SPD block-tridiagonal systems (4 of them, 5 blocks of d x d) against torch.linalg.solve."""
+    assert (d <= BANDED_MAX_DIM) == (d == 3)
     generator = torch.Generator().manual_seed(0)
-    n, k, d = 4, 5, 3
+    n, k = 4, 5
     dense = torch.zeros(n, k * d, k * d, dtype=torch.float64)
     for i in range(k):
         for j in (i, i + 1):
@@ -35,6 +38,7 @@ def test_block_tridiagonal_solve_matches_a_dense_solve() -> None:
     diagonal[1, 2] = -diagonal[1, 2]  # not positive definite: flagged, others unaffected
     x, ok = block_tridiagonal_solve(diagonal, upper, rhs)
     assert ok.tolist() == [True, False, True, True]
+    torch.testing.assert_close(x[ok], expected[ok], rtol=1e-10, atol=1e-12)
 
 
 def straight(a: np.ndarray, b: np.ndarray, count: int, bend: float = 0.0) -> torch.Tensor:

@@ -65,11 +65,14 @@ def polyline_sample(points: np.ndarray, times: np.ndarray, at: np.ndarray) -> np
     return np.stack([np.interp(at, times, column) for column in points.T], axis=1)
 
 
-def hermite_lengths(metric: PullbackMetric, positions: Tensor, velocities: Tensor, which: Tensor | None = None) -> list[float]:
+def hermite_lengths(
+    metric: PullbackMetric, positions: Tensor, velocities: Tensor, which: Tensor | None = None,
+    nodes: int = QUADRATURE_NODES,
+) -> list[float]:
     """Metric lengths of Hermite curves (n, T, d) on [0, 1]; inf where not in `which` (n,) or not finite.
 
-    Gauss-Legendre quadrature with QUADRATURE_NODES nodes per interval of ||p'(t)||_M(p(t)): the length of an
-    actual curve from positions[:, 0] to positions[:, -1], never below the geodesic distance up to quadrature error.
+    Gauss-Legendre quadrature with `nodes` nodes per interval of ||p'(t)||_M(p(t)): the length of an actual curve
+    from positions[:, 0] to positions[:, -1], never below the geodesic distance up to quadrature error.
     """
     n = positions.shape[0]
     lengths = [float("inf")] * n
@@ -78,8 +81,8 @@ def hermite_lengths(metric: PullbackMetric, positions: Tensor, velocities: Tenso
         return lengths
     z, v = positions[rows], velocities[rows]
     h = 1.0 / (z.shape[1] - 1)
-    nodes, weights = gauss_legendre(QUADRATURE_NODES)
-    s = torch.as_tensor(nodes, dtype=z.dtype, device=z.device)[:, None, None, None]
+    abscissae, weights = gauss_legendre(nodes)
+    s = torch.as_tensor(abscissae, dtype=z.dtype, device=z.device)[:, None, None, None]
     basis, slopes = _hermite_basis(s)
     ends = (z[:, :-1], h * v[:, :-1], z[:, 1:], h * v[:, 1:])
     points = sum(weight * end for weight, end in zip(basis, ends))

@@ -18,6 +18,7 @@ from lsg_graph.metric import PullbackMetric
 
 ENERGY_CHECK_EVERY = 20  # L-BFGS iterations between per-pair convergence checks
 LBFGS_HISTORY = 20
+GN_QUADRATURE_NODES = 4  # Gauss-Legendre nodes per interval measuring Gauss-Newton splines (their intervals are short)
 
 
 def _energy(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[_Candidate]:
@@ -179,7 +180,7 @@ def _level_candidates(metric: PullbackMetric, state: EnergyState, options: _Opti
     velocities = spline_velocities(curves)
     lengths = hermite_lengths(
         metric, state.curves, torch.as_tensor(velocities, dtype=state.curves.dtype, device=state.curves.device),
-        ~state.failed,
+        ~state.failed, nodes=GN_QUADRATURE_NODES,
     )
     candidates = []
     for i in range(len(curves)):

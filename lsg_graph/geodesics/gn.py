@@ -83,7 +83,7 @@ class _Decoded:
         with torch.no_grad():
             device, dtype = metric.device or torch.device("cpu"), metric.dtype or torch.float64
             self.width = metric._g(torch.zeros(1, self.d, device=device, dtype=dtype)).shape[1]
-        self.fused = getattr(metric.decoder, "fused_geodesic_terms", None)
+        self.fused = getattr(metric.decoder, "fused_jacobian", None)
 
     def values(self, z: Tensor) -> Tensor:
         """g(z) (m, P)."""
@@ -106,9 +106,8 @@ class _Decoded:
     def _jacobian_chunk(self, z: Tensor) -> Tensor:
         """J_g(z) for one chunk; DecoderError where the decoder raises."""
         if self.fused is not None:
-            with _decoder_failures("the Jacobian (the decoder's fused_geodesic_terms)"):
-                jacobian, _ = self.fused(z, torch.zeros_like(z))
-            return jacobian
+            with _decoder_failures("the Jacobian (the decoder's fused_jacobian)"):
+                return self.fused(z)
         return self.metric._jacobian(z)
 
 
@@ -116,9 +115,49 @@ def block_tridiagonal_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> tup
     """Solve symmetric positive definite block-tridiagonal systems, batched: x (n, K, d) and ok (n,) bool.
 
     diagonal (n, K, d, d) holds H_kk, upper (n, K - 1, d, d) holds H_{k,k+1} (H_{k+1,k} is its transpose), rhs
-    (n, K, d). Block Cholesky (Thomas) recursion: K sequential steps of batched d x d factorisations. ok is False
-    for systems where a pivot block was not positive definite (their x is 0).
+    (n, K, d). ok is False for systems where a pivot block was not positive definite (their x is 0). On the CPU at
+    d <= BANDED_MAX_DIM all systems go to one LAPACK banded Cholesky (`_banded_solve`); elsewhere, or when that
+    finds some system not positive definite, the batched block Cholesky recursion (`_block_cholesky_solve`).
     """
+    if rhs.device.type == "cpu" and rhs.shape[-1] <= BANDED_MAX_DIM and rhs.shape[0] * rhs.shape[1] > 0:
+        solution = _banded_solve(diagonal, upper, rhs)
+        if solution is not None:
+            return solution, torch.ones(rhs.shape[0], dtype=torch.bool, device=rhs.device)
+    return _block_cholesky_solve(diagonal, upper, rhs)
+
+
+BANDED_MAX_DIM = 4  # latent dimensions up to which one banded LAPACK solve beats the batched block recursion
+
+
+def _banded_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> Tensor | None:
+    """All n systems as one block-diagonal banded matrix (bandwidth 2d - 1) solved by LAPACK's banded Cholesky
+    (scipy.linalg.solveh_banded); None when some system is not positive definite or the solution is not finite."""
+    import scipy.linalg
+
+    n, k, d = rhs.shape
+    size, band = n * k * d, 2 * d - 1
+    blocks = np.arange(n * k) * d  # first row of every diagonal block
+    rows, columns = np.triu_indices(d)
+    packed = np.zeros((band + 1, size))
+    r, c = blocks[:, None] + rows, blocks[:, None] + columns
+    packed[band + r - c, c] = diagonal.detach().cpu().double().numpy().reshape(n * k, d, d)[:, rows, columns]
+    if k > 1:
+        starts = (np.arange(n)[:, None] * k + np.arange(k - 1)).reshape(-1) * d  # H_{k,k+1} of each system
+        rows, columns = (index.reshape(-1) for index in np.indices((d, d)))
+        r, c = starts[:, None] + rows, starts[:, None] + d + columns
+        packed[band + r - c, c] = upper.detach().cpu().double().numpy().reshape(-1, d, d)[:, rows, columns]
+    try:
+        solution = scipy.linalg.solveh_banded(packed, rhs.detach().cpu().double().numpy().reshape(-1), check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    if not np.isfinite(solution).all():
+        return None
+    return torch.as_tensor(solution.reshape(n, k, d), dtype=rhs.dtype, device=rhs.device)
+
+
+def _block_cholesky_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """block_tridiagonal_solve by the block Cholesky (Thomas) recursion: K sequential steps of batched d x d
+    factorisations; ok False (x = 0) for systems with a pivot block that is not positive definite."""
     n, k, d = rhs.shape
     ok = torch.ones(n, dtype=torch.bool, device=rhs.device)
     factors, reduced = [], []
