@@ -11,14 +11,18 @@ busy (the 1-minute load average, where the platform has one), never going below 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
+import numbers
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from lsg_graph.errors import InvalidInput
 
 THREADS_ENV = "OMP_NUM_THREADS"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def available_cpus() -> int:
@@ -55,12 +59,37 @@ def resolve_threads(n_jobs: Any, name: str = "n_jobs") -> int:
     """Threads for `n_jobs`: None -> default_threads(), -1 -> every available core, k >= 1 -> k."""
     if n_jobs is None:
         return default_threads()
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or (n_jobs < 1 and n_jobs != -1):
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or (n_jobs < 1 and n_jobs != -1):
         raise InvalidInput(
             f"The {name!r} parameter must be None (choose from the free cores), -1 (all cores) or an int >= 1; "
             f"got {n_jobs!r}."
         )
-    return available_cpus() if n_jobs == -1 else n_jobs
+    return available_cpus() if n_jobs == -1 else int(n_jobs)
+
+
+def n_jobs_threads(n_jobs: Any, name: str = "n_jobs") -> contextlib.AbstractContextManager[None]:
+    """`torch_threads(resolve_threads(n_jobs))`: the block runs with the thread count an `n_jobs` value asks for.
+
+    None: default_threads() (the free cores, or OMP_NUM_THREADS); -1: every available core; k >= 1: k threads.
+    The previous count is restored when the block ends, also on an exception.
+    """
+    return torch_threads(resolve_threads(n_jobs, name))
+
+
+def scoped_threads(function: F) -> F:
+    """Decorator: `function`'s `n_jobs` argument sets torch's thread count for the call (see n_jobs_threads)."""
+    signature = inspect.signature(function)
+    if "n_jobs" not in signature.parameters:
+        raise TypeError(f"scoped_threads needs a function with an n_jobs parameter; {function.__name__} has none.")
+    default = signature.parameters["n_jobs"].default
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        n_jobs = kwargs["n_jobs"] if "n_jobs" in kwargs else signature.bind(*args, **kwargs).arguments.get("n_jobs", default)
+        with n_jobs_threads(None if n_jobs is inspect.Parameter.empty else n_jobs):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
