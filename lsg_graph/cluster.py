@@ -556,6 +556,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             candidates=self.candidates,
             owner=OWNER,
             verbose=self.verbose,
+            n_jobs=self.n_jobs,
         )
         self.__dict__.pop("landmark_indices_", None)
         if self.landmarks is None:
@@ -647,9 +648,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     @classmethod
     def load(cls, path: Any, decoder: Any = None) -> GeodesicKMeans:
         """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
-        from lsg_graph.estimator_io import load_kmeans
+        from lsg_graph.estimator_io import load_estimator
 
-        return load_kmeans(cls, path, decoder)
+        return load_estimator(path, decoder, expected=cls)
 
     def __sklearn_tags__(self) -> Any:
         """Pairwise, non-negative input for metric="precomputed"; float64 output."""

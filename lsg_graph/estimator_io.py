@@ -367,9 +367,9 @@ def _encode(value: Any, where: str, arrays: dict[str, torch.Tensor]) -> Any:
             raise _Unstorable(f"{where} is a dict with non-string keys")
         return {"$dict": {key: _encode(item, f"{where}[{key!r}]", arrays) for key, item in value.items()}}
     if isinstance(value, type) and issubclass(value, np.generic):
-        return {"$dtype": np.dtype(value).str}
-    if isinstance(value, np.dtype):
-        return {"$dtype": value.str}
+        return {"$dtype": np.dtype(value).str, "instance": False}
+    if isinstance(value, np.dtype) and value.fields is None:
+        return {"$dtype": value.str, "instance": True}
     raise _Unstorable(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which has no JSON/array form")
 
 
@@ -406,7 +406,8 @@ def _decode(value: Any, arrays: dict[str, torch.Tensor], where: str) -> Any:
         if "$dict" in value:
             return {key: _decode(item, arrays, where) for key, item in value["$dict"].items()}
         if "$dtype" in value:
-            return np.dtype(value["$dtype"]).type
+            dtype = np.dtype(value["$dtype"])
+            return dtype if value.get("instance") else dtype.type
         if "$strings" in value:
             array = np.array(value["$strings"], dtype=object if value["object"] else None)
             return array.reshape(value["shape"]) if array.size else np.empty(value["shape"], dtype=array.dtype)
