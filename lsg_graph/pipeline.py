@@ -748,12 +748,11 @@ def geodesic_run(
         if out is None:
             raise InvalidInput("--points sets the rows of the --out curve; add --out FILE.npy (or .csv).")
     if strip is not None:
-        from lsg_graph.plot import check_figure_path
+        from lsg_graph.plot import FORMATS
 
-        try:
-            strip = check_figure_path(strip)
-        except InvalidInput as exc:
-            raise InvalidInput(f"--strip: {exc}") from None
+        strip = Path(strip)
+        if strip.suffix.lower().lstrip(".") not in FORMATS or strip.is_dir():
+            raise InvalidInput(f"--strip must be a figure file ending in .png, .svg or .pdf; got {str(strip)!r}.")
     graph = load_graph(run_dir) if user is None else ensure_graph(run_dir, device, progress, user)[0]
     graph, endpoints, metric = attach_points(run_dir, graph, [source, target], device, user)
     path = shortest_path(graph, endpoints[0], endpoints[1])

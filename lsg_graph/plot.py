@@ -190,11 +190,6 @@ def _check_out(out: Any) -> Path:
     return path
 
 
-def check_figure_path(out: Any) -> Path:
-    """A figure path checked before any work: a .png, .svg or .pdf file name that is not a directory."""
-    return _check_out(out)
-
-
 def _save(figure: Any, out: Path, dpi: int) -> Path:
     """Render `figure` (format from the suffix) to a temporary file beside `out`, then rename it onto `out`."""
     with atomic_path(out) as temp:
