@@ -293,18 +293,29 @@ def refine_leaf_distances(
 ) -> np.ndarray:
     """Refined distances (m, s) from the m attached nodes of `attached` to the training nodes `targets` (s,).
 
-    graph_distances (m, s): the leaf graph distances (the fallback). Each new point is refined on the training graph
-    with only itself attached, so its row does not depend on the other new points.
+    graph_distances (m, s): the leaf graph distances (the fallback). All m s pairs are refined in one batch on
+    `leaf_graph(attached, n_train)`, where no path can pass through another new point, so a new point's row does
+    not depend on the other new points.
     """
     targets = np.asarray(targets, dtype=np.int64)
-    result = np.empty_like(np.asarray(graph_distances, dtype=np.float64))
-    train = np.arange(n_train)
-    for row in range(result.shape[0]):
-        keep = np.append(train, n_train + row)
-        alone = LatentGraph(attached.codes[keep], attached.weights[keep][:, keep].tocsr(), None, attached.params)
-        pairs = np.column_stack([np.full(len(targets), n_train), targets])
-        result[row] = refine_pair_distances(metric, alone, pairs, graph_distances[row], method, tally)
-    return result
+    graph_distances = np.asarray(graph_distances, dtype=np.float64)
+    m = graph_distances.shape[0]
+    pairs = np.column_stack([np.repeat(n_train + np.arange(m), len(targets)), np.tile(targets, m)])
+    refined = refine_pair_distances(metric, leaf_graph(attached, n_train), pairs, graph_distances.reshape(-1), method,
+                                    tally)
+    return refined.reshape(graph_distances.shape)
+
+
+def leaf_graph(attached: LatentGraph, n_train: int) -> LatentGraph:
+    """`attached` without its edges into the new nodes: new nodes are sources only (edges new -> training).
+
+    Shortest paths (Dijkstra on the CSR rows, as lsg_graph.geodesics.shortest runs it) from a new node then follow
+    training edges only: the leaf paths of the module docs.
+    """
+    coo = attached.weights.tocoo()
+    keep = ~((coo.row < n_train) & (coo.col >= n_train))
+    weights = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=attached.weights.shape)
+    return LatentGraph(attached.codes, weights, None, attached.params)
 
 
 # ------------------------------------------------------------------------------------------------ public API

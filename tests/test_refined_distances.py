@@ -152,3 +152,27 @@ def test_refined_estimators_round_trip_and_pickle(tmp_path) -> None:
     assert loaded.get_params()["distances"] == "refined" and loaded.get_params()["refine_method"] == FAST
     np.testing.assert_allclose(loaded.transform(new), expected, rtol=1e-12)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(model)).transform(new), expected, rtol=1e-12)
+
+
+def test_leaf_graph_paths_never_pass_through_other_new_points() -> None:
+    """A U of training codes; a new point bridging the arms' tops would shorten the other new point's paths in the
+    plain attached graph, but not in leaf_graph, whose paths equal the leaf distances of the module docs."""
+    from lsg_graph.distances import edge_metric, leaf_distances_to_all, leaf_edges, leaf_graph
+    from lsg_graph.geodesics.shortest import shortest_paths
+    from lsg_graph.graph.latent_graph import build_latent_graph
+
+    arm = np.linspace(0.0, 4.0, 9)
+    bottom = np.linspace(0.5, 1.5, 3)
+    X = np.vstack([np.column_stack([np.zeros(9), arm]), np.column_stack([bottom, np.zeros(3)]),
+                   np.column_stack([np.full(9, 2.0), arm])])
+    metric = edge_metric(None, 2)
+    graph = build_latent_graph(metric, X, k=2, n_nodes=1)
+    new = np.array([[0.1, 4.0], [1.0, 4.0]])  # a point by the left arm's top; a point between the two tops
+    attached = graph.attach(new, metric, k=2)
+    reference = leaf_distances_to_all(graph.weights, leaf_edges(attached, graph.n_points))
+    right_top = graph.n_points - 1
+    pairs = np.array([[graph.n_points, right_top]])
+    plain = shortest_paths(attached, pairs)[0].length
+    isolated = shortest_paths(leaf_graph(attached, graph.n_points), pairs)[0].length
+    assert plain < 0.5 * reference[0, right_top]  # the shortcut through the other new point
+    assert isolated == pytest.approx(reference[0, right_top], rel=1e-12)
