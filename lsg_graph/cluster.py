@@ -380,8 +380,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         * n_samples geodesics, batched; lsg_graph.distances explains the fallback to the graph distance), and the
         final labels_, inertia_ and transform/predict use those refined point-to-medoid distances.
     refine_method : the refinement method for distances="refined" (a method of refine_geodesics; default "auto").
-    n_jobs : torch CPU threads for fit, transform and predict (None: the free cores, see lsg_graph.set_threads;
-        -1: all cores; k >= 1: k), restored afterwards.
+    n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
+        an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
 
     Attributes
     ----------

@@ -339,8 +339,8 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     lsg_graph.geodesics.refine_geodesics, default "auto"), or the graph distance where that did not converge (see the
     module docs). Refinement costs one geodesic per returned entry: n_train (n_train - 1) / 2 in fit_transform,
     m n_train in transform; use it on small sets or through GeodesicKMeans (distances to the medoids only).
-    n_jobs: torch CPU threads for fit and transform (None: the free cores, see lsg_graph.set_threads; -1: all
-    cores; k >= 1: k), restored afterwards.
+    n_jobs: torch CPU threads for fit and transform (None: the automatic choice, docs/estimators.md: an enclosing
+    scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
     """
 
     def __init__(

@@ -54,6 +54,7 @@ def test_none_is_the_automatic_choice(codes: np.ndarray, monkeypatch: pytest.Mon
     """n_jobs=None: lsg_graph._threads.default_threads() (here fixed by OMP_NUM_THREADS) for the call."""
     before = torch.get_num_threads()
     asked = other_count()
+    monkeypatch.setattr(_threads, "_PROCESS_THREADS", [])  # set_threads() never called
     monkeypatch.setenv("OMP_NUM_THREADS", str(asked))
     assert _threads.default_threads() == asked
     decoder = CountingDecoder()
@@ -103,3 +104,30 @@ def test_n_jobs_restored_after_an_error(codes: np.ndarray) -> None:
     with pytest.raises(Exception, match="decoder failed"):
         GeodesicDistance(decoder=broken, n_neighbors=4, n_jobs=other).fit(codes)
     assert torch.get_num_threads() == before
+
+
+def test_none_keeps_the_count_set_threads_chose(codes: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After set_threads(k) (the CLI's --threads), n_jobs=None means k, not a new automatic choice."""
+    before = torch.get_num_threads()
+    asked = other_count()
+    monkeypatch.setattr(_threads, "_PROCESS_THREADS", [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert _threads.set_threads(asked) == asked
+        decoder = CountingDecoder()
+        GeodesicDistance(decoder=decoder, n_neighbors=4).fit(codes)
+        assert decoder.seen and set(decoder.seen) == {asked}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_none_inside_an_explicit_scope_keeps_it(codes: np.ndarray) -> None:
+    """A caller's torch_threads(k) block (a benchmark, an estimator's n_jobs): n_jobs=None inside it means k."""
+    before, asked = torch.get_num_threads(), other_count()
+    decoder = CountingDecoder()
+    metric = PullbackMetric(decoder)
+    decoder.seen.clear()
+    with _threads.torch_threads(asked):
+        build_latent_graph(metric, codes, k=4)
+        assert torch.get_num_threads() == asked
+    assert set(decoder.seen) == {asked} and torch.get_num_threads() == before and not _threads._SCOPES

@@ -151,8 +151,8 @@ def build_latent_graph(
     Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning) or refused (`connect="error"`,
     DisconnectedGraph). `executor`: None measures the edges here; else an object with
     `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor (the
-    shortcuts too). `n_jobs`: torch CPU threads for the call (None: the free cores, lsg_graph._threads; -1: all
-    cores; k >= 1: k), restored afterwards.
+    shortcuts too). `n_jobs`: torch CPU threads for the call (None: the automatic choice of lsg_graph._threads.resolve_threads;
+    -1: all cores; k >= 1: k), restored afterwards.
     """
     check_metric(metric)
     if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
