@@ -593,8 +593,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         metric="precomputed": X is (m, n_train), distances to the training points.
         """
         with sklearn_errors():
-            distances = self._transform(X)
-        return distances
+            return self._transform(X)
 
     def _transform(self, X: Any) -> np.ndarray:
         """transform without the error translation."""
