@@ -402,6 +402,12 @@ def geodesic(
     energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
     tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
     out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
+    points: int | None = typer.Option(
+        None, "--points", help="Rows of the --out curve: N points at equal steps of the curve's parameter, sampled from "
+        "the solver's own curve (default: the solver's points)."),
+    strip: Path | None = typer.Option(
+        None, "--strip", help="Write decoded images along the geodesic above those along the straight segment to this "
+        ".png/.svg/.pdf (image data)."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     device: str = _device_option(),
     decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
@@ -420,12 +426,12 @@ def geodesic(
                                                ("ridge", ridge), ("energy_iter", energy_iter), ("tol", tol))
                if value is not None}
     summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device,
-                           user=user, progress=show, refine_options=options)
+                           user=user, progress=show, refine_options=options, points=points, strip=strip)
     path, refined = summary.path, summary.refined
     payload: dict[str, Any] = {
         "source": path.source, "target": path.target, "graph_length": path.length,
         "euclidean_distance": path.euclidean_distance, "nodes": path.nodes, "refined": None, "saved": summary.saved,
-        "lower_bound": summary.lower_bound,
+        "lower_bound": summary.lower_bound, "strip": summary.strip,
     }
     if refined is not None:
         payload["refined"] = {
@@ -450,6 +456,8 @@ def geodesic(
         ]
         if summary.saved is not None:
             rows.append(("saved", str(summary.saved)))
+        if summary.strip is not None:
+            rows.append(("strip", str(summary.strip)))
         _echo_table(rows)
 
     _emit(as_json, payload, human)

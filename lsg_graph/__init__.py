@@ -34,6 +34,8 @@ _EXPORTS = {
     "GeodesicKMeans": "lsg_graph.cluster",
     "GeodesicDistance": "lsg_graph.distances",
     "geodesic_distances": "lsg_graph.distances",
+    "save_pipeline": "lsg_graph.estimator_io",
+    "load_pipeline": "lsg_graph.estimator_io",
     "random_walks": "lsg_graph.walks",
     "set_threads": "lsg_graph._threads",
     "default_threads": "lsg_graph._threads",

@@ -29,15 +29,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from lsg_graph._validation import sklearn_errors
+from lsg_graph._threads import n_jobs_threads
 from lsg_graph.distances import (
-    attached_edges,
+    RefineTally,
     block_rows,
+    check_distances,
     check_float_param,
     check_int_param,
+    check_refine_method,
     dijkstra_rows,
     fit_graph,
     leaf_distances_to,
+    leaf_edges,
     param_error,
+    refine_leaf_distances,
+    refine_pair_distances,
 )
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.landmarks import Landmarks, select_landmarks
@@ -369,6 +375,13 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         with squared distances capped at their 99th percentile, and after the first assignment every cluster with
         fewer members is re-seeded (up to 3 times), so an isolated code never becomes a cluster of its own (with
         n_init > 1 such runs would otherwise win, having the least inertia). 1 turns re-seeding off.
+    distances : "graph" (default) or "refined" (metric="graph"): the medoids are found on graph distances as
+        always, then every training point's distance to every medoid is refined into a geodesic length (n_clusters
+        * n_samples geodesics, batched; lsg_graph.distances explains the fallback to the graph distance), and the
+        final labels_, inertia_ and transform/predict use those refined point-to-medoid distances.
+    refine_method : the refinement method for distances="refined" (a method of refine_geodesics; default "auto").
+    n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
+        an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
 
     Attributes
     ----------
@@ -400,6 +413,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         verbose: int = 0,
         landmarks: int | None = None,
         min_cluster_size: Any = "auto",
+        distances: str = "graph",
+        refine_method: str = "auto",
+        n_jobs: int | None = None,
     ) -> None:
         """Store the parameters (validated in fit); verbose > 0 shows the graph build and the runs on stderr."""
         self.n_clusters = n_clusters
@@ -419,12 +435,20 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.verbose = verbose
         self.landmarks = landmarks
         self.min_cluster_size = min_cluster_size
+        self.distances = distances
+        self.refine_method = refine_method
+        self.n_jobs = n_jobs
 
     # -------------------------------------------------------------------------------------------- fit
 
     def fit(self, X: Any, y: Any = None) -> GeodesicKMeans:
         """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed"."""
         settings = self._check_params()
+        with n_jobs_threads(self.n_jobs):
+            return self._fit(X, settings)
+
+    def _fit(self, X: Any, settings: dict[str, Any]) -> GeodesicKMeans:
+        """fit with checked parameters, inside the n_jobs thread scope."""
         started = time.perf_counter()
         with sklearn_errors():
             space = self._fit_space(X)
@@ -442,7 +466,24 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         ]
         best = min(runs, key=lambda run: run.inertia)
         self._set_fitted(space, best, graph_s)
+        if self.distances == "refined":
+            self._refine_fitted()
         return self
+
+    def _refine_fitted(self) -> None:
+        """Refine every training point's distance to every medoid; labels_ and inertia_ follow the refined ones."""
+        k, n = self._medoid_distances.shape
+        medoids = np.repeat(self.medoid_indices_, n)
+        pairs = np.column_stack([medoids, np.tile(np.arange(n), k)])
+        tally = RefineTally()
+        refined = refine_pair_distances(self.edge_metric_, self.graph_, pairs, self._medoid_distances.reshape(-1),
+                                        self.refine_method, tally).reshape(k, n)
+        tally.warn(OWNER, self.refine_method)
+        self._medoid_distances = refined
+        self.labels_ = np.argmin(refined, axis=0).astype(np.int64)
+        self.inertia_ = float(np.square(refined.min(axis=0)).sum())
+        self.timings_["refine_s"] = tally.seconds
+        self.timings_["total_s"] += tally.seconds
 
     def _check_params(self) -> dict[str, Any]:
         """Validate the parameters that do not depend on the data; return the checked values."""
@@ -452,6 +493,11 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             if not isinstance(self.random_state, np.random.RandomState):
                 rule = "an int, an instance of 'numpy.random.RandomState' or None"
                 raise param_error(OWNER, "random_state", rule, self.random_state)
+        if check_distances(self.distances, OWNER) == "refined":
+            check_refine_method(self.refine_method, OWNER)
+            if self.metric == "precomputed":
+                raise param_error(OWNER, "distances", "'graph' for metric='precomputed' (no curves to refine)",
+                                  self.distances)
         check_int_param(self.exact_medoid_size, "exact_medoid_size", OWNER, 1)
         check_int_param(self.n_medoid_candidates, "n_medoid_candidates", OWNER, 1)
         if self.landmarks is not None:
@@ -510,6 +556,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             candidates=self.candidates,
             owner=OWNER,
             verbose=self.verbose,
+            n_jobs=self.n_jobs,
         )
         self.__dict__.pop("landmark_indices_", None)
         if self.landmarks is None:
@@ -556,7 +603,23 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             validate_data(self, X, reset=False, skip_check_array=True)  # n_features_in_ = n_train, feature names
             return distances[:, self.medoid_indices_]
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return leaf_distances_to(self._medoid_distances, attached_edges(self.graph_, self.edge_metric_, X))
+        with n_jobs_threads(self.n_jobs):
+            attached = self.graph_.attach(X, self.edge_metric_)
+            n = self.graph_.n_points
+            graph_distances = leaf_distances_to(self._graph_medoid_distances(), leaf_edges(attached, n))
+            if getattr(self, "distances", "graph") != "refined":
+                return graph_distances
+            tally = RefineTally()
+            refined = refine_leaf_distances(self.edge_metric_, attached, n, self.medoid_indices_, graph_distances,
+                                            self.refine_method, tally)
+        tally.warn(OWNER, self.refine_method)
+        return refined
+
+    def _graph_medoid_distances(self) -> np.ndarray:
+        """Graph distances (k, n) from the medoids to every training node (the refined ones replace them in fit)."""
+        if getattr(self, "distances", "graph") != "refined":
+            return self._medoid_distances
+        return dijkstra_rows(self.graph_.weights, self.medoid_indices_)
 
     def predict(self, X: Any) -> np.ndarray:
         """Index (m,) int64 of the geodesically nearest medoid of each new point (see transform for X)."""
@@ -584,9 +647,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     @classmethod
     def load(cls, path: Any, decoder: Any = None) -> GeodesicKMeans:
         """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
-        from lsg_graph.estimator_io import load_kmeans
+        from lsg_graph.estimator_io import load_estimator
 
-        return load_kmeans(cls, path, decoder)
+        return load_estimator(path, decoder, expected=cls)
 
     def __sklearn_tags__(self) -> Any:
         """Pairwise, non-negative input for metric="precomputed"; float64 output."""

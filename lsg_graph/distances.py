@@ -10,11 +10,23 @@ Euclidean length instead: a plain kNN graph, whose geodesics are Isomap's. A new
 training codes (`LatentGraph.attach`) as a *leaf*: its distance to training node j is min over its neighbours t of
 (edge length to t + graph distance from t to j). Paths never pass through other new points, so a new point's row
 does not depend on which other points are transformed with it.
+
+Refined distances (`distances="refined"`): graph distances bound the geodesic distance from above and are loose
+where kNN paths zig-zag. With "refined", the graph path of every pair that is returned is refined into a geodesic
+(lsg_graph.geodesics.refine_geodesics, batched over the pairs, `refine_method`), and its length replaces the graph
+distance when the refinement converged and the curve is no longer than the graph path; otherwise that pair keeps its
+graph distance (one ConvergenceWarning counts those). So refined <= graph for every pair, and each refined value is
+the length of an actual curve. The pairs of new points are refined in one batch on the training graph with edges out
+of the new points only (`leaf_graph`), so their paths never pass through other new points and rows still do not
+depend on each other. Measurements: docs/estimators.md.
 """
 
 from __future__ import annotations
 
 import numbers
+import time
+import warnings
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +37,17 @@ from scipy.sparse.csgraph import dijkstra
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from lsg_graph._threads import n_jobs_threads
 from lsg_graph._validation import sklearn_errors
-from lsg_graph.errors import DisconnectedGraph, InvalidInput
+from lsg_graph.errors import ConvergenceWarning, DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
 
 BLOCK_BYTES = 64 * 2**20  # bound on one dense block of Dijkstra distances (rows x n float64)
+DISTANCE_KINDS = {
+    "graph": "shortest-path lengths in the kNN graph (upper bounds of the geodesic distances)",
+    "refined": "graph paths refined into geodesics; a pair keeps its graph distance where refinement fails",
+}
 
 
 # ------------------------------------------------------------------------------------------------ parameter checks
@@ -102,6 +119,7 @@ def fit_graph(
     candidates: int,
     owner: str,
     verbose: Any = 0,
+    n_jobs: Any = None,
 ) -> tuple[LatentGraph, PullbackMetric]:
     """The graph over `codes` (n, d), built (k = min(n_neighbors, n - 1)) or checked when given, and its edge metric."""
     metric = edge_metric(decoder, codes.shape[1])
@@ -119,7 +137,7 @@ def fit_graph(
     k = min(n_neighbors, codes.shape[0] - 1)
     nodes = 1 if decoder is None else n_nodes  # one Gauss-Legendre node is exact for a constant metric
     built = build_latent_graph(metric, codes, k=k, n_nodes=nodes, candidates=candidates, device="cpu",
-                               progress=bool(verbose))
+                               progress=bool(verbose), n_jobs=n_jobs)
     return built, metric
 
 
@@ -160,9 +178,12 @@ def block_rows(n_columns: int, block_bytes: int = BLOCK_BYTES) -> int:
 
 def attached_edges(graph: LatentGraph, metric: PullbackMetric, new_codes: np.ndarray) -> sp.csr_matrix:
     """Edges (m, n) CSR from each new code to its k nearest training nodes, with their metric lengths."""
-    attached = graph.attach(new_codes, metric)
-    n = graph.n_points
-    return attached.weights[n:, :n].tocsr()
+    return leaf_edges(graph.attach(new_codes, metric), graph.n_points)
+
+
+def leaf_edges(attached: LatentGraph, n_train: int) -> sp.csr_matrix:
+    """The edges (m, n_train) CSR of the m nodes appended to a training graph of n_train nodes (LatentGraph.attach)."""
+    return attached.weights[n_train:, :n_train].tocsr()
 
 
 def leaf_distances_to(sources_to_train: np.ndarray, edges: sp.csr_matrix) -> np.ndarray:
@@ -198,6 +219,106 @@ def all_pairs(graph: LatentGraph) -> np.ndarray:
     return dijkstra_rows(graph.weights, np.arange(graph.n_points))
 
 
+# ------------------------------------------------------------------------------------------------ refined distances
+
+
+def check_distances(value: Any, owner: str) -> str:
+    """The `distances` parameter: a key of DISTANCE_KINDS, else a sklearn-worded InvalidInput."""
+    if not isinstance(value, str) or value not in DISTANCE_KINDS:
+        raise param_error(owner, "distances", f"a str among {sorted(DISTANCE_KINDS)}", value)
+    return value
+
+
+def check_refine_method(value: Any, owner: str) -> str:
+    """The `refine_method` parameter: a refinement method of lsg_graph.geodesics.refine other than "none"."""
+    from lsg_graph.geodesics.refine import REFINE_METHODS
+
+    methods = sorted(name for name in REFINE_METHODS if name != "none")
+    if not isinstance(value, str) or value not in methods:
+        raise param_error(owner, "refine_method", f"a str among {methods}", value)
+    return value
+
+
+@dataclass
+class RefineTally:
+    """Counts over the refined pairs of one call: refined, kept the graph distance (not converged), seconds."""
+
+    n_pairs: int = 0
+    n_unconverged: int = 0
+    seconds: float = 0.0
+
+    def warn(self, owner: str, method: str) -> None:
+        """One ConvergenceWarning when some pairs kept their graph distance."""
+        if self.n_unconverged:
+            warnings.warn(
+                f"{owner}: refinement ({method!r}) did not converge for {self.n_unconverged} of {self.n_pairs} pairs; "
+                "they keep their graph distances (try another refine_method, or more n_neighbors).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+
+def refine_pair_distances(
+    metric: PullbackMetric, graph: LatentGraph, pairs: np.ndarray, graph_distances: np.ndarray, method: str,
+    tally: RefineTally,
+) -> np.ndarray:
+    """Refined distances (m,) of node pairs (m, 2) of `graph`, graph_distances (m,) where refinement fails.
+
+    Pairs with equal end points, zero or infinite graph distance keep their graph distance unrefined. A refined
+    length is used only when its refinement converged and it is no longer than the graph distance.
+    """
+    from lsg_graph.geodesics.refine import refine_geodesics
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    result = np.asarray(graph_distances, dtype=np.float64).reshape(-1).copy()
+    todo = np.flatnonzero((pairs[:, 0] != pairs[:, 1]) & np.isfinite(result) & (result > 0))
+    if todo.size == 0:
+        return result
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # counted in the tally, warned once by the caller
+        results = refine_geodesics(metric, graph, pairs[todo], method=method)
+    lengths = np.array([item.length for item in results], dtype=np.float64)
+    converged = np.array([bool(item.converged) for item in results])
+    usable = converged & np.isfinite(lengths) & (lengths <= result[todo])
+    result[todo[usable]] = lengths[usable]
+    tally.n_pairs += int(todo.size)
+    tally.n_unconverged += int((~converged).sum())
+    tally.seconds += time.perf_counter() - started
+    return result
+
+
+def refine_leaf_distances(
+    metric: PullbackMetric, attached: LatentGraph, n_train: int, targets: np.ndarray, graph_distances: np.ndarray,
+    method: str, tally: RefineTally,
+) -> np.ndarray:
+    """Refined distances (m, s) from the m attached nodes of `attached` to the training nodes `targets` (s,).
+
+    graph_distances (m, s): the leaf graph distances (the fallback). All m s pairs are refined in one batch on
+    `leaf_graph(attached, n_train)`, where no path can pass through another new point, so a new point's row does
+    not depend on the other new points.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    graph_distances = np.asarray(graph_distances, dtype=np.float64)
+    m = graph_distances.shape[0]
+    pairs = np.column_stack([np.repeat(n_train + np.arange(m), len(targets)), np.tile(targets, m)])
+    refined = refine_pair_distances(metric, leaf_graph(attached, n_train), pairs, graph_distances.reshape(-1), method,
+                                    tally)
+    return refined.reshape(graph_distances.shape)
+
+
+def leaf_graph(attached: LatentGraph, n_train: int) -> LatentGraph:
+    """`attached` without its edges into the new nodes: new nodes are sources only (edges new -> training).
+
+    Shortest paths (Dijkstra on the CSR rows, as lsg_graph.geodesics.shortest runs it) from a new node then follow
+    training edges only: the leaf paths of the module docs.
+    """
+    coo = attached.weights.tocoo()
+    keep = ~((coo.row < n_train) & (coo.col >= n_train))
+    weights = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=attached.weights.shape)
+    return LatentGraph(attached.codes, weights, None, attached.params)
+
+
 # ------------------------------------------------------------------------------------------------ public API
 
 
@@ -213,6 +334,14 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     transform(X_new) returns (m, n_train), each new point joined to the graph as a leaf (see the module docs).
     Distances are in the metric's length units (decoder output units), float64. verbose > 0 shows the edge-weighting
     bar of fit on stderr.
+
+    distances: "graph" (default; shortest-path lengths, upper bounds) or "refined": every returned distance is the
+    length of its graph path refined into a geodesic by `refine_method` (a method of
+    lsg_graph.geodesics.refine_geodesics, default "auto"), or the graph distance where that did not converge (see the
+    module docs). Refinement costs one geodesic per returned entry: n_train (n_train - 1) / 2 in fit_transform,
+    m n_train in transform; use it on small sets or through GeodesicKMeans (distances to the medoids only).
+    n_jobs: torch CPU threads for fit and transform (None: the automatic choice, docs/estimators.md: an enclosing
+    scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
     """
 
     def __init__(
@@ -224,6 +353,9 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         candidates: int = 1,
         graph: LatentGraph | None = None,
         verbose: int = 0,
+        distances: str = "graph",
+        refine_method: str = "auto",
+        n_jobs: int | None = None,
     ) -> None:
         """Store the parameters (validated in fit); verbose > 0 shows the edge-weighting bar on stderr."""
         self.decoder = decoder
@@ -232,21 +364,37 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self.candidates = candidates
         self.graph = graph
         self.verbose = verbose
+        self.distances = distances
+        self.refine_method = refine_method
+        self.n_jobs = n_jobs
+
+    def _threads(self) -> AbstractContextManager[None]:
+        """The torch thread count n_jobs asks for, for one call."""
+        return n_jobs_threads(self.n_jobs)
+
+    def _check_refinement(self) -> None:
+        """Validate distances and refine_method."""
+        owner = type(self).__name__
+        if check_distances(self.distances, owner) == "refined":
+            check_refine_method(self.refine_method, owner)
 
     def fit(self, X: Any, y: Any = None) -> GeodesicDistance:
         """Build (or check) the graph over the training codes X (n_train, d); y is ignored."""
-        with sklearn_errors():
-            X = validate_data(self, X, dtype=np.float64)
-        self.graph_, self.edge_metric_ = fit_graph(
-            X,
-            graph=self.graph,
-            decoder=self.decoder,
-            n_neighbors=self.n_neighbors,
-            n_nodes=self.n_nodes,
-            candidates=self.candidates,
-            owner=type(self).__name__,
-            verbose=self.verbose,
-        )
+        self._check_refinement()
+        with self._threads():
+            with sklearn_errors():
+                X = validate_data(self, X, dtype=np.float64)
+            self.graph_, self.edge_metric_ = fit_graph(
+                X,
+                graph=self.graph,
+                decoder=self.decoder,
+                n_neighbors=self.n_neighbors,
+                n_nodes=self.n_nodes,
+                candidates=self.candidates,
+                owner=type(self).__name__,
+                verbose=self.verbose,
+                n_jobs=self.n_jobs,
+            )
         self.n_train_ = int(X.shape[0])
         return self
 
@@ -255,11 +403,46 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         with sklearn_errors():
             check_is_fitted(self, "graph_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
-        return leaf_distances_to_all(self.graph_.weights, attached_edges(self.graph_, self.edge_metric_, X))
+        self._check_refinement()
+        with self._threads():
+            attached = self.graph_.attach(X, self.edge_metric_)
+            graph_distances = leaf_distances_to_all(self.graph_.weights, leaf_edges(attached, self.n_train_))
+            if self.distances == "graph":
+                return graph_distances
+            tally = RefineTally()
+            refined = refine_leaf_distances(self.edge_metric_, attached, self.n_train_, np.arange(self.n_train_),
+                                            graph_distances, self.refine_method, tally)
+        tally.warn(type(self).__name__, self.refine_method)
+        return refined
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """Fit on X (n_train, d) and return the training distances (n_train, n_train) float64."""
-        return all_pairs(self.fit(X, y).graph_)
+        graph_distances = all_pairs(self.fit(X, y).graph_)
+        if self.distances == "graph":
+            return graph_distances
+        upper = np.column_stack(np.triu_indices(self.n_train_, k=1))
+        tally = RefineTally()
+        with self._threads():
+            values = refine_pair_distances(self.edge_metric_, self.graph_, upper, graph_distances[upper[:, 0], upper[:, 1]],
+                                           self.refine_method, tally)
+        tally.warn(type(self).__name__, self.refine_method)
+        refined = graph_distances.copy()
+        refined[upper[:, 0], upper[:, 1]] = values
+        refined[upper[:, 1], upper[:, 0]] = values
+        return refined
+
+    def save(self, path: Any) -> Any:
+        """Write the fitted transformer to the directory `path` (safetensors + JSON, no pickle); see estimator_io."""
+        from lsg_graph.estimator_io import save_estimator
+
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: Any, decoder: Any = None) -> GeodesicDistance:
+        """Read a fitted transformer saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        from lsg_graph.estimator_io import load_estimator
+
+        return load_estimator(path, decoder, expected=cls)
 
     @property
     def _n_features_out(self) -> int:
@@ -282,11 +465,14 @@ def geodesic_distances(
     n_neighbors: int = 10,
     n_nodes: int = 8,
     candidates: int = 1,
+    distances: str = "graph",
+    refine_method: str = "auto",
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Geodesic distances (n_X, n_Y) float64 between codes X (n_X, d) and Y (n_Y, d), like sklearn's pairwise_distances.
 
-    A graph is built over X (see GeodesicDistance for the parameters), or `graph` is reused (then X may be None,
-    meaning its codes). Y None gives the all-pairs matrix of X (n_X, n_X; n_X^2 memory); otherwise every row of Y
+    A graph is built over X (see GeodesicDistance for the parameters, distances="refined" among them), or `graph`
+    is reused (then X may be None, meaning its codes). Y None gives the all-pairs matrix of X (n_X, n_X; n_X^2 memory); otherwise every row of Y
     is attached to the graph as a leaf, and entry (i, j) is the distance from X[i] to Y[j].
     """
     if X is None:
@@ -294,7 +480,8 @@ def geodesic_distances(
             raise InvalidInput("geodesic_distances needs X, or a graph whose codes are X; got neither.")
         X = graph.codes
     estimator = GeodesicDistance(
-        decoder=decoder, n_neighbors=n_neighbors, n_nodes=n_nodes, candidates=candidates, graph=graph
+        decoder=decoder, n_neighbors=n_neighbors, n_nodes=n_nodes, candidates=candidates, graph=graph,
+        distances=distances, refine_method=refine_method, n_jobs=n_jobs,
     )
     if Y is None:
         return estimator.fit_transform(X)

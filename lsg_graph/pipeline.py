@@ -38,6 +38,7 @@ REFINE_PAIR_WORK = 3 * 10**10  # fixed cost of refining one pair (iterations, fa
 WALK_STEP_WORK = 10**7  # fixed cost of one batched walk step (about a millisecond)
 CUDA_WORK_FACTOR = 100  # a GPU does the same work about this much faster
 MAX_COORDINATE = 1e8  # latent coordinates beyond this (codes are O(1)) overflow the decoder in float32
+MAX_CURVE_POINTS = 1_000_000  # `geodesic --points`: the most rows of the written curve
 
 
 @dataclass
@@ -655,6 +656,7 @@ class GeodesicSummary:
     refined: Any | None
     saved: Path | None = None
     lower_bound: float | None = None  # the output-space chord ||g(a) - g(b)||: no curve from a to b is shorter
+    strip: Path | None = None  # the decoded images along the curve above those along the straight segment
 
 
 def save_curve(path: str | Path, points: np.ndarray) -> Path:
@@ -723,10 +725,16 @@ def geodesic_run(
     user: UserModel | None = None,
     progress: bool = True,
     refine_options: dict[str, Any] | None = None,
+    points: int | None = None,
+    strip: str | Path | None = None,
 ) -> GeodesicSummary:
-    """Graph path between two nodes or latent points, refined by `refine` ('shooting', 'energy' or 'none').
+    """Graph path between two nodes or latent points, refined by `refine` (a REFINE_METHODS name or 'none').
 
-    refine_options: keyword arguments of `refine_path` (max_iter, n_steps, n_segments, ...).
+    refine_options: keyword arguments of `refine_path` (max_iter, n_steps, n_segments, ...). out: the curve's latent
+    points as .npy or .csv: the solver's own points, or with `points` = N that many rows at equal steps of the
+    curve's parameter (GeodesicResult.sample(N); an unrefined graph path at equal Euclidean arc length).
+    strip: a figure (.png, .svg or .pdf) of STRIP_POINTS decoded images along the curve above those along the
+    straight segment between the same end points (image data only).
     """
     from lsg_graph import progress as _progress
     from lsg_graph._validation import check_choice
@@ -734,6 +742,17 @@ def geodesic_run(
     from lsg_graph.geodesics.shortest import shortest_path
 
     check_choice(refine, "refinement method", REFINE_METHODS)
+    if points is not None:
+        if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or not 2 <= points <= MAX_CURVE_POINTS:
+            raise InvalidInput(f"--points must be an int in [2, {MAX_CURVE_POINTS}] (rows of the --out curve); got {points!r}.")
+        if out is None:
+            raise InvalidInput("--points sets the rows of the --out curve; add --out FILE.npy (or .csv).")
+    if strip is not None:
+        from lsg_graph.plot import FORMATS
+
+        strip = Path(strip)
+        if strip.suffix.lower().lstrip(".") not in FORMATS or strip.is_dir():
+            raise InvalidInput(f"--strip must be a figure file ending in .png, .svg or .pdf; got {str(strip)!r}.")
     graph = load_graph(run_dir) if user is None else ensure_graph(run_dir, device, progress, user)[0]
     graph, endpoints, metric = attach_points(run_dir, graph, [source, target], device, user)
     path = shortest_path(graph, endpoints[0], endpoints[1])
@@ -748,9 +767,41 @@ def geodesic_run(
     if metric is not None:
         with torch.no_grad():
             lower = min(float(metric.chord(path.points[:1], path.points[-1:])[0]), float(path.length))
-    curve = refined.points if refined is not None else path.points
-    saved = save_curve(out, curve) if out is not None else None
-    return GeodesicSummary(path, refined, saved, lower)
+    saved = save_curve(out, _curve_points(path, refined, points)) if out is not None else None
+    strip_path = None
+    if strip is not None:
+        strip_path = _geodesic_strip(run_dir, graph, metric or load_metric(run_dir, graph, device, user), path,
+                                     refined, Path(strip))
+    return GeodesicSummary(path, refined, saved, lower, strip_path)
+
+
+def _curve_points(path: Any, refined: Any, points: int | None) -> np.ndarray:
+    """The curve written by `geodesic --out`: the solver's points, or `points` rows sampled along the curve."""
+    if refined is not None:
+        return refined.points if points is None else refined.sample(int(points))
+    return path.points if points is None else _resample(path.points, int(points))
+
+
+def _geodesic_strip(
+    run_dir: str | Path, graph: LatentGraph, metric: PullbackMetric, path: Any, refined: Any, out: Path
+) -> Path:
+    """Decoded images along the curve (refined, else the graph path) above those along the straight segment."""
+    from lsg_graph.plot import plot_curve_strips
+    from lsg_graph.walks import decode_means
+
+    image_shape = _image_shape(Path(run_dir), metric.output_dim)
+    if image_shape is None:
+        raise InvalidInput(
+            f"--strip needs image outputs: the decoder returns {metric.output_dim} values per point, not a square "
+            "image of at least 4 x 4 pixels."
+        )
+    along = refined.sample(STRIP_POINTS) if refined is not None else _resample(path.points, STRIP_POINTS)
+    start, end = path.points[0], path.points[-1]
+    line = start[None, :] + np.linspace(0.0, 1.0, STRIP_POINTS)[:, None] * (end - start)[None, :]
+    kind = "geodesic" if refined is not None else "graph path"
+    name = f"{kind}\n{path.source}\u2192{path.target}"
+    return plot_curve_strips(decode_means(metric, along[None]), decode_means(metric, line[None]), image_shape, out,
+                             names=[name])
 
 
 def health_run(

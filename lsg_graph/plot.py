@@ -51,6 +51,7 @@ CURVE_COLORS = ("#ff1744", "#ffea00", "#00e5ff", "#ffffff", "#ff80ab", "#76ff03"
 CURVE_STYLE = {"linewidth": 2.2, "linestyle": "-"}
 STRAIGHT_STYLE = {"linewidth": 1.4, "linestyle": (0, (4, 3))}
 WALK_STYLE = {"color": "white", "linewidth": 0.9, "alpha": 0.9}
+WALK_START_COLOR = "#ff6d00"  # the walk start star: orange, apart from the white walks and the label colours
 START_MARKER, END_MARKER = "o", "s"
 # Cluster colours: the 12 pastel hues of Set3 (never the saturated tab10 digit colours), tab20b up to 20, else turbo.
 CLUSTER_ORDER = (0, 4, 8, 12, 16, 2, 6, 10, 14, 18, 1, 5, 9, 13, 17, 3, 7, 11, 15, 19)  # tab20b: hue groups interleaved
@@ -372,7 +373,8 @@ def _draw_lines(
         axes.plot(xy[:, 0], xy[:, 1], zorder=5, path_effects=_outlined(WALK_STYLE["linewidth"]), **WALK_STYLE)
     if len(walks):
         start = grid.project(walks[0, 0])
-        axes.plot(*start, linestyle="none", marker="*", markersize=14, color="white", markeredgecolor="black", zorder=7)
+        axes.plot(*start, linestyle="none", marker="*", markersize=16, color=WALK_START_COLOR, markeredgecolor="black",
+                  zorder=7)
     gray = "0.35"
     if len(curves):
         handles.append(Line2D([], [], color=gray, **CURVE_STYLE, label="curve (solid)"))
@@ -383,20 +385,23 @@ def _draw_lines(
         handles.append(Line2D([], [], linestyle="", marker=END_MARKER, color=gray, label="end"))
     if len(walks):
         handles.append(Line2D([], [], color="white", path_effects=_outlined(1.0), label=f"random walks ({len(walks)})"))
-        handles.append(Line2D([], [], linestyle="", marker="*", markersize=10, color="white", markeredgecolor="black",
-                              label="walk start"))
+        handles.append(Line2D([], [], linestyle="", marker="*", markersize=10, color=WALK_START_COLOR,
+                              markeredgecolor="black", label="walk start"))
     return handles
 
 
-def _outside_legends(figure: Any, axes: Any, handles: list[Any], label_handles: list[Any], label_title: str) -> None:
-    """Legends at the right of the figure, outside the data: curves and styles first, then the code labels."""
+def _outside_legends(
+    figure: Any, axes: Any, handles: list[Any], label_handles: list[Any], label_title: str, left: float = 0.8
+) -> None:
+    """Legends right of the colour bar, outside the data (their left edges at figure fraction `left`): curves and
+    styles at the top, the code labels at the bottom."""
     if handles:
-        legend = figure.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.9, title="curves",
-                               title_fontsize=8, bbox_to_anchor=(0.995, 0.98))
+        legend = figure.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.9, title="curves",
+                               title_fontsize=8, bbox_to_anchor=(left, 0.98))
         figure.add_artist(legend)
     if label_handles:
-        figure.legend(handles=label_handles, loc="lower right", fontsize=7, framealpha=0.9, title=label_title,
-                      title_fontsize=8, ncol=2 if len(label_handles) > 10 else 1, bbox_to_anchor=(0.995, 0.02))
+        figure.legend(handles=label_handles, loc="lower left", fontsize=7, framealpha=0.9, title=label_title,
+                      title_fontsize=8, ncol=2 if len(label_handles) > 10 else 1, bbox_to_anchor=(left, 0.02))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -459,7 +464,7 @@ def plot_magnification(
     axes.set_xlim(grid.xs[0], grid.xs[-1])
     axes.set_ylim(grid.ys[0], grid.ys[-1])
     _label_axes(axes, figure, grid.plane, title)
-    _outside_legends(figure, axes, handles, label_handles, "label")
+    _outside_legends(figure, axes, handles, label_handles, "label", left=right - 0.1 / width)
     return _save(figure, out, dpi)
 
 

@@ -249,3 +249,65 @@ def test_every_refinement_choice_in_the_help_exists() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for choices in re.findall(r"--refine ([a-z_|]+)\]", readme):
         assert set(choices.split("|")) <= set(REFINE_METHODS), choices
+
+
+# ------------------------------------------------------------------------------------------------ geodesic --points/--strip
+
+
+def test_geodesic_points_and_strip(built_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--points N writes N rows from the start code to the end code; --strip writes two labelled image rows."""
+    import json
+
+    import lsg_graph.plot as plot_module
+    from lsg_graph.pipeline import load_graph
+
+    figures: list = []
+    original = plot_module._save
+    monkeypatch.setattr(plot_module, "_save", lambda figure, out, dpi: figures.append(figure) or original(figure, out, dpi))
+    out, strip = tmp_path / "curve.csv", tmp_path / "strip.png"
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "0", "--to", "100", "--out", str(out),
+                                 "--points", "37", "--strip", str(strip), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["strip"] == str(strip) and payload["saved"] == str(out) and strip.is_file()
+    curve = np.loadtxt(out, delimiter=",", skiprows=1)
+    codes = load_graph(built_run).codes
+    assert curve.shape == (37, 2)
+    np.testing.assert_allclose(curve[[0, -1]], codes[[0, 100]], atol=1e-5)  # float32 model, shooting end point
+    assert len(np.unique(curve, axis=0)) == 37  # 37 distinct points along the curve
+    assert np.linalg.norm(np.diff(curve, axis=0), axis=1).sum() >= np.linalg.norm(codes[100] - codes[0])
+    (axes,) = figures[-1].axes
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["geodesic\n0\u2192100", "straight\nsegment"]
+    (image,) = axes.get_images()
+    assert image.get_array().shape == (2 * 8 + 1, 10 * 8 + 9)  # two rows of ten 8 x 8 digits, 1-pixel gaps
+
+
+def test_geodesic_points_unrefined_npy(built_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "path.npy"
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "3", "--to", "50", "--refine", "none",
+                                 "--out", str(out), "--points", "7", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (7, 2)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--out", "c.npy", "--points", "1"], "--points must be an int in [2, 1000000]"),
+        (["--out", "c.npy", "--points", "2000000"], "--points must be an int in [2, 1000000]"),
+        (["--points", "5"], "--points sets the rows of the --out curve; add --out"),
+        (["--strip", "s.txt"], "--strip must be a figure file ending in .png, .svg or .pdf; got 's.txt'"),
+    ],
+)
+def test_geodesic_points_and_strip_errors(built_run: Path, extra: list, message: str) -> None:
+    result = runner.invoke(app, ["geodesic", "--run", str(built_run), "--from", "0", "--to", "5", *extra])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.output
+
+
+def test_geodesic_strip_needs_image_outputs(tmp_path: Path) -> None:
+    from tiny_run import tiny_root
+
+    result = runner.invoke(app, ["geodesic", "--run", str(tiny_root() / "run"), "--from", "0", "--to", "5", "--strip",
+                                 str(tmp_path / "s.png"), "--quiet"])
+    assert result.exit_code == 1 and "--strip needs image outputs: the decoder returns 6 values" in result.output

@@ -15,6 +15,7 @@ from lsg_graph.errors import InvalidInput
 def four_cores(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(_threads, "_PROCESS_THREADS", [])  # as if set_threads() (the CLI) never ran in this process
     return monkeypatch
 
 

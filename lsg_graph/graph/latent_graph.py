@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from lsg_graph import _io
+from lsg_graph._threads import scoped_threads
 from lsg_graph._validation import check_choice, check_codes, check_int, check_labels, check_positive_int
 from lsg_graph.errors import ArtifactError, DisconnectedGraph, DisconnectedGraphWarning, InvalidInput
 from lsg_graph.graph.knn import knn, resolve_backend
@@ -122,6 +123,7 @@ class LatentGraph:
         return _graph_from_arrays(arrays, meta, path)
 
 
+@scoped_threads
 def build_latent_graph(
     metric: PullbackMetric,
     codes: Any,
@@ -137,6 +139,7 @@ def build_latent_graph(
     executor: Any = None,
     shortcuts: int = 0,
     seed: int = 0,
+    n_jobs: int | None = None,
 ) -> LatentGraph:
     """Build the kNN graph of `codes` (n, d) with metric edge lengths; see LatentGraph for the result.
 
@@ -148,7 +151,8 @@ def build_latent_graph(
     Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning) or refused (`connect="error"`,
     DisconnectedGraph). `executor`: None measures the edges here; else an object with
     `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor (the
-    shortcuts too).
+    shortcuts too). `n_jobs`: torch CPU threads for the call (None: the automatic choice of lsg_graph._threads.resolve_threads;
+    -1: all cores; k >= 1: k), restored afterwards.
     """
     check_metric(metric)
     if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
