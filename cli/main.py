@@ -308,6 +308,7 @@ def evaluate(
     health check: sigma off the data against on the codes, and graph distances against refined geodesics."""
     import dataclasses
 
+    from cli.tables import paper_claims_table
     from lsg_graph.pipeline import evaluate_run, health_run
 
     show = _setup(threads, quiet)
@@ -319,7 +320,7 @@ def evaluate(
     }
 
     def human() -> None:
-        typer.echo(claims.to_table())
+        typer.echo(paper_claims_table(claims))
         if health is not None:
             typer.echo(f"Geometry: {health.summary()}.")
 

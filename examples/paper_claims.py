@@ -16,7 +16,8 @@ import time
 import numpy as np
 from sklearn.datasets import load_digits
 
-from lsg_graph.vae import VAEConfig, encode_codes, paper_claims, train_vae
+from cli.tables import paper_claims_table
+from lsg_graph.model import VAEConfig, encode_codes, paper_claims, train_vae
 
 
 def digits_split(seed: int, train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +52,7 @@ def main() -> None:
     start = time.perf_counter()
     claims = paper_claims(model, held_out, encode_codes(model, train), n_samples=args.samples, seed=args.seed)
     print(f"evaluated in {time.perf_counter() - start:.1f} s\n")
-    print(claims.to_table())
+    print(paper_claims_table(claims))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def _import_ray() -> Any:
 
 def model_spec(vae: Any, variance: str = "rbf") -> dict[str, Any]:
     """The VAE as plain data: {"kind": "vae", "config": JSON dict, "state": {name: ndarray}, "rbf_fitted", "variance"}."""
-    from lsg_graph.vae import VAE
+    from lsg_graph.model import VAE
 
     if not isinstance(vae, VAE):
         raise InvalidInput(f"model must be a lsg_graph VAE; got {type(vae).__name__}.")
@@ -80,7 +80,7 @@ def metric_from_spec(spec: dict[str, Any], threads: int = 1) -> PullbackMetric:
     torch.set_num_threads(threads)
     if spec["kind"] == "metric":
         return spec["metric"]
-    from lsg_graph.vae import VAE, VAEConfig
+    from lsg_graph.model import VAE, VAEConfig
 
     vae = VAE(VAEConfig.from_dict(spec["config"]))
     tensors = {name: torch.from_numpy(np.array(array)) for name, array in spec["state"].items()}
@@ -182,7 +182,7 @@ class RayExecutor:
         variance = getattr(metric.decoder, "variance", "rbf")
         model = self.model
         if model is None and self.run_dir is not None:
-            from lsg_graph.vae import VAE
+            from lsg_graph.model import VAE
 
             model = VAE.load(self.run_dir)
         if model is not None:

@@ -24,8 +24,8 @@ from lsg_graph.errors import ArtifactError, InvalidInput, ResourceLimitError, St
 from lsg_graph.graph.knn import BACKEND_CHOICES
 from lsg_graph.graph.latent_graph import DEFAULT_K, GRAPH_FILE, LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 from lsg_graph.user_model import UserModel
-from lsg_graph.vae import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 
 DEFAULT_RUN_DIR = "lsg-out"
 MODEL_FILE = "model.safetensors"

@@ -181,7 +181,7 @@ def test_train_conv_on_digits_then_evaluate(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "held-out ELBO" in result.output
-    from lsg_graph.vae import VAE
+    from lsg_graph.model import VAE
 
     model = VAE.load(run)
     assert model.config.architecture == "conv" and model.config.image_shape == (8, 8)
@@ -219,8 +219,8 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 def test_conv_trains_on_an_idx_folder_through_train_run(tmp_path: Path) -> None:
     """An IDX folder of 28x28 images gives the conv model its image shape; train_run trains and saves it."""
+    from lsg_graph.model import VAE
     from lsg_graph.pipeline import train_run
-    from lsg_graph.vae import VAE
 
     bunch = load_digits()
     images = np.kron(bunch.images[:60], np.ones((3, 3)))  # 24x24, values 0..16

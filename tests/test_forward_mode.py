@@ -11,7 +11,7 @@ from lsg_graph import forward_mode
 from lsg_graph.errors import DecoderError
 from lsg_graph.graph.weights import edge_lengths
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import VAE, VAEConfig
+from lsg_graph.model import VAE, VAEConfig
 
 
 def random_vae(architecture: str, activation: str, mean_output: str, seed: int = 0) -> VAE:

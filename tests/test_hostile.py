@@ -29,7 +29,7 @@ from lsg_graph import _io
 from lsg_graph.data import load_dataset
 from lsg_graph.errors import ArtifactError, InvalidInput, LsgGraphError
 from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph
-from lsg_graph.vae import MODEL_FILE, VAE
+from lsg_graph.model import MODEL_FILE, VAE
 
 CLI_EXAMPLES = 120
 ARRAY_EXAMPLES = 120

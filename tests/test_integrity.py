@@ -37,6 +37,7 @@ from lsg_graph.graph.knn import KNN_BACKENDS, knn
 from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, LatentGraph, build_latent_graph
 from lsg_graph.manifolds import LinearDecoder
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import MODEL_FILE, MODEL_KIND, VAE, VAEConfig
 from lsg_graph.pipeline import (
     _far_pairs,
     build_run,
@@ -47,7 +48,6 @@ from lsg_graph.pipeline import (
     parse_point,
     train_run,
 )
-from lsg_graph.vae import MODEL_FILE, MODEL_KIND, VAE, VAEConfig
 from lsg_graph.walks import random_walks
 
 runner = CliRunner()

@@ -37,8 +37,8 @@ from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, LatentGraph, bu
 from lsg_graph.graph.weights import edge_lengths
 from lsg_graph.manifolds import LinearDecoder
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import MODEL_FILE, MODEL_KIND, VAE, VAEConfig, train_vae
 from lsg_graph.pipeline import build_run, evaluate_run, train_run
-from lsg_graph.vae import MODEL_FILE, MODEL_KIND, VAE, VAEConfig, train_vae
 
 runner = CliRunner()
 N_CODES = 30  # codes of the library graph

@@ -1,4 +1,4 @@
-"""Tests of lsg_graph.vae: training determinism, save/load safety, input checks, decoders and the paper's claims."""
+"""Tests of lsg_graph.model: training determinism, save/load safety, input checks, decoders and the paper's claims."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from cli.tables import paper_claims_table
 from lsg_graph import _io
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
-from lsg_graph.vae import (
+from lsg_graph.model import (
     MODEL_FILE,
     MODEL_JSON,
     MODEL_KIND,
@@ -380,7 +381,7 @@ def test_extrapolation_claim_with_default_model(default_model: tuple[VAE, object
     claims = paper_claims(model, held_out[:60], codes, n_samples=32)
     assert isinstance(claims, PaperClaims) and claims.claim_holds
     assert np.isfinite(claims.iwae_rbf) and np.isfinite(claims.iwae_standard)
-    table = claims.to_table()
+    table = paper_claims_table(claims)
     assert "ratio far / codes" in table and "holds" in table
 
 
