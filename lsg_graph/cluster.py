@@ -28,22 +28,14 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from lsg_graph._validation import sklearn_errors
-from lsg_graph.distances import (
-    attached_edges,
-    block_rows,
-    check_float_param,
-    check_int_param,
-    dijkstra_rows,
-    fit_graph,
-    leaf_distances_to,
-    param_error,
-)
+from lsg_graph._validation import check_float_param, check_int_param, param_error, sklearn_errors
+from lsg_graph.distances import attached_edges, block_rows, dijkstra_rows, fit_graph, leaf_distances_to
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.landmarks import Landmarks, select_landmarks
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.progress import track
+from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_CLUSTERS, DEFAULT_N_NODES
 
 INIT_METHODS = {
     "k-means++": "D^2 sampling with geodesic distances, one Dijkstra per chosen medoid",
@@ -382,7 +374,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
     def __init__(
         self,
-        n_clusters: int = 8,
+        n_clusters: int = DEFAULT_N_CLUSTERS,
         *,
         init: Any = "k-means++",
         n_init: int = 1,
@@ -392,9 +384,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         metric: str = "graph",
         graph: LatentGraph | None = None,
         decoder: Any = None,
-        n_neighbors: int = 10,
-        n_nodes: int = 8,
-        candidates: int = 1,
+        n_neighbors: int = DEFAULT_K,
+        n_nodes: int = DEFAULT_N_NODES,
+        candidates: int = DEFAULT_CANDIDATES,
         exact_medoid_size: int = 256,
         n_medoid_candidates: int = 16,
         verbose: int = 0,
@@ -691,7 +683,7 @@ class ClusterResult:
 
 def cluster_latent_graph(
     graph: LatentGraph,
-    n_clusters: int = 10,
+    n_clusters: int = DEFAULT_N_CLUSTERS,
     *,
     init: str = "k-means++",
     n_init: int = 1,

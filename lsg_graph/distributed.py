@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 
 from lsg_graph._validation import check_codes, check_int, check_positive_int
 from lsg_graph.errors import InvalidInput, LsgGraphError
-from lsg_graph.graph.weights import DEFAULT_NODES, check_metric, default_points_per_chunk, edge_lengths
+from lsg_graph.graph.weights import check_metric, default_points_per_chunk, edge_lengths
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.registry import DEFAULT_N_NODES, DEFAULT_VARIANCE
 
 CHUNKS_PER_BLOCK = 8  # local chunks per task: 8 x 512 edges (T = 8) keeps a task well above Ray's ~1 ms overhead
 IN_FLIGHT = 2  # tasks queued per actor, so an actor never waits for the driver between blocks
@@ -64,7 +65,7 @@ def _import_ray() -> Any:
     return ray
 
 
-def model_spec(vae: Any, variance: str = "rbf") -> dict[str, Any]:
+def model_spec(vae: Any, variance: str = DEFAULT_VARIANCE) -> dict[str, Any]:
     """The VAE as plain data: {"kind": "vae", "config": JSON dict, "state": {name: ndarray}, "rbf_fitted", "variance"}."""
     from lsg_graph.model import VAE
 
@@ -244,7 +245,7 @@ class RayExecutor:
         metric: PullbackMetric,
         starts: Any,
         ends: Any,
-        n_nodes: int = DEFAULT_NODES,
+        n_nodes: int = DEFAULT_N_NODES,
         progress: bool = False,
     ) -> np.ndarray:
         """Metric lengths (E,) float64 of the segments starts[e] -> ends[e] (E, d), like `weights.edge_lengths`."""

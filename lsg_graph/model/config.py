@@ -14,27 +14,76 @@ from typing import Any
 
 from torch import nn
 
-from lsg_graph._validation import check_choice, check_float, check_int, check_positive_int, check_random_state
+from lsg_graph._validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_positive_int,
+    check_seed,
+    invalid_parameter,
+)
 from lsg_graph.errors import InvalidInput
+from lsg_graph.registry import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_LATENT_DIM,
+    DEFAULT_RBF_GATE,
+    DEFAULT_SEED,
+    RBF_GATES,
+    VARIANCES,
+)
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "MEAN_OUTPUTS", "RBF_GATES", "VARIANCES", "VAEConfig"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
 MEAN_OUTPUTS = ("sigmoid", "identity")
-VARIANCES = ("rbf", "standard")
-RBF_GATES = {
-    "codes": "precision gated off beyond about gate_scale nearest-neighbour spacings from every training code",
-    "none": "the paper's RBF network alone (k-means centres; sigma can fall between codes at high d)",
-}
-ARCHITECTURES = ("mlp", "conv")
+
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Architecture and training settings of a VAE; every field is validated on construction."""
+    """Architecture and training settings of a VAE; frozen, every field validated on construction (InvalidInput).
+
+    Parameters
+    ----------
+    input_dim : int
+        Data dimension D.
+    latent_dim : int, default 2
+        Latent dimension d.
+    hidden_dims : tuple of int, default (256, 128)
+        Hidden widths of the encoder MLP (reversed for the decoders).
+    activation : {"tanh", "elu", "softplus"}, default "tanh"
+    mean_output : {"sigmoid", "identity"}, optional
+        None: train_vae picks "sigmoid" for data in [0, 1], else "identity".
+    min_std : float, default 0.01
+        Floor added to both decoder standard deviations, in data units.
+    n_centers : int, default 64
+        RBF centres (train_vae caps it at the number of training points).
+    rbf_bandwidth_scale : float, default 1.5
+        a in gamma_k = 0.5 * (a * mean distance of cluster k to c_k)^-2.
+    zeta : float, default 0.01
+        Precision far from the data: sigma -> zeta^(-1/2) + min_std there.
+    rbf_gate : {"none", "codes"}, default "none"
+        "codes" gates the precision off away from every training code (lsg_graph.registry.RBF_GATES).
+    n_gate_centers : int, default 4096
+        Gate kernels: one per training code, a random subset beyond this many.
+    gate_scale : float, default 1.2
+        Gate radius in nearest-neighbour spacings of the training codes.
+    epochs, rbf_epochs : int, default 150, 50
+        Epochs of stage 1 (encoder, mean, standard head) and stage 2 (RBF precision); rbf_epochs may be 0.
+    batch_size : int, default 128
+    learning_rate, rbf_learning_rate : float, default 2e-3, 1e-2
+        Adam step sizes of the two stages.
+    seed : int, default 0
+        Seed of every random step (same seed, same weights).
+    architecture : {"mlp", "conv"}, default "mlp"
+        "conv": convolutional encoder and mean decoder for images (the variance heads stay MLP/RBF).
+    image_shape : tuple of int, optional
+        (H, W) or (C, H, W) that the input_dim values unflatten to; needed by "conv" (H and W divisible by 4).
+    """
 
     input_dim: int
-    latent_dim: int = 2
+    latent_dim: int = DEFAULT_LATENT_DIM
     hidden_dims: tuple[int, ...] = (256, 128)
     activation: str = "tanh"
     mean_output: str | None = None  # None: train_vae picks "sigmoid" for data in [0, 1], else "identity"
@@ -42,7 +91,7 @@ class VAEConfig:
     n_centers: int = 64  # RBF centres; train_vae caps it at the number of training points
     rbf_bandwidth_scale: float = 1.5  # a in gamma_k = 0.5 * (a * mean distance of cluster k to c_k)^-2
     zeta: float = 1e-2  # precision far from the data: sigma -> zeta^(-1/2) + min_std there
-    rbf_gate: str = "none"  # a key of RBF_GATES: "codes" gates the precision off away from every training code
+    rbf_gate: str = DEFAULT_RBF_GATE  # a key of RBF_GATES: "codes" gates the precision off away from every training code
     n_gate_centers: int = 4096  # gate kernels: one per training code, a random subset beyond this many
     gate_scale: float = 1.2  # gate radius h_k = gate_scale * (distance from code k to its nearest other code)
     epochs: int = 150
@@ -50,8 +99,8 @@ class VAEConfig:
     batch_size: int = 128
     learning_rate: float = 2e-3
     rbf_learning_rate: float = 1e-2
-    seed: int = 0
-    architecture: str = "mlp"  # "mlp", or "conv" for images (encoder and mean decoder; the std heads stay MLP/RBF)
+    seed: int = DEFAULT_SEED
+    architecture: str = DEFAULT_ARCHITECTURE  # "mlp", or "conv" for images (encoder and mean decoder; the std heads stay MLP/RBF)
     image_shape: tuple[int, ...] | None = None  # (H, W) or (C, H, W) the input_dim values unflatten to; conv needs it
 
     def __post_init__(self) -> None:
@@ -78,7 +127,7 @@ class VAEConfig:
         set_("batch_size", check_positive_int(self.batch_size, "batch_size"))
         set_("learning_rate", check_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True))
         set_("rbf_learning_rate", check_float(self.rbf_learning_rate, "rbf_learning_rate", 0.0, strict_minimum=True))
-        set_("seed", check_random_state(self.seed, "seed"))
+        set_("seed", check_seed(self.seed, "seed"))
         set_("architecture", check_choice(self.architecture, "architecture", ARCHITECTURES))
         set_("image_shape", _check_config_image_shape(self.image_shape, self.input_dim, self.architecture))
 
@@ -113,7 +162,7 @@ class VAEConfig:
 def _check_hidden_dims(value: Any) -> tuple[int, ...]:
     """Return hidden layer widths as a tuple of ints >= 1 (may be empty), else raise InvalidInput."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise InvalidInput(f"The 'hidden_dims' parameter must be a list of ints >= 1; got {value!r}.")
+        raise invalid_parameter("hidden_dims", "a list of ints >= 1", repr(value))
     return tuple(check_positive_int(width, f"hidden_dims[{i}]") for i, width in enumerate(value))
 
 
@@ -128,7 +177,7 @@ def _check_config_image_shape(value: Any, input_dim: int, architecture: str) -> 
             )
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) not in (2, 3):
-        raise InvalidInput(f"The 'image_shape' parameter must be {expected}; got {value!r}.")
+        raise invalid_parameter("image_shape", f"{expected}", repr(value))
     shape = tuple(check_positive_int(size, f"image_shape[{i}]") for i, size in enumerate(value))
     if math.prod(shape) != input_dim:
         raise InvalidInput(

@@ -14,11 +14,12 @@ import torch
 from torch import Tensor
 
 from lsg_graph._threads import one_thread as _one_thread
-from lsg_graph._validation import check_array, check_float, check_positive_int, check_random_state
+from lsg_graph._validation import check_array, check_float, check_positive_int, check_seed
 from lsg_graph.errors import InvalidInput
 from lsg_graph.model.config import VARIANCES
 from lsg_graph.model.likelihood import _LOG_2PI, _batches, _gaussian_log_prob, _randn
 from lsg_graph.model.vae import VAE
+from lsg_graph.registry import DEFAULT_IWAE_SAMPLES, DEFAULT_SEED, DEFAULT_VARIANCE
 
 __all__ = [
     "PAPER_RATIO",
@@ -33,7 +34,7 @@ __all__ = [
 PAPER_RATIO = 10.0  # the paper's claim: the RBF decoder's sigma at 3R is at least 10x its sigma on the codes
 
 
-def _check_data(vae: VAE, x: Any, name: str = "x") -> Tensor:
+def _check_model_data(vae: VAE, x: Any, name: str = "x") -> Tensor:
     """x as a finite (n, D) tensor in the model's dtype and device, else InvalidInput."""
     if not isinstance(vae, VAE):
         raise InvalidInput(f"vae must be a VAE; got {type(vae).__name__}.")
@@ -44,7 +45,22 @@ def _check_data(vae: VAE, x: Any, name: str = "x") -> Tensor:
 
 @torch.no_grad()
 def encode_codes(vae: VAE, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Posterior means (n, d) float32 of data x (n, D), batched, without gradients."""
+    """Posterior means of data x: the latent codes, batched, without gradients.
+
+    Parameters
+    ----------
+    vae : VAE
+        A trained model.
+    x : array-like (n, D)
+        Samples (cast batch by batch to the model's dtype and device).
+    batch_size : int, default 1024
+        Rows encoded at once.
+
+    Returns
+    -------
+    ndarray (n, d) float32
+        The codes; InvalidInput if the encoder gives NaN or inf for any row.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
     if not isinstance(vae, VAE):
         raise InvalidInput(f"vae must be a VAE; got {type(vae).__name__}.")
@@ -68,16 +84,36 @@ def encode_codes(vae: VAE, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
 def iwae_log_likelihood(
     vae: VAE,
     x: np.ndarray,
-    variance: str = "rbf",
-    n_samples: int = 256,
-    seed: int = 0,
+    variance: str = DEFAULT_VARIANCE,
+    n_samples: int = DEFAULT_IWAE_SAMPLES,
+    seed: int = DEFAULT_SEED,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Importance-weighted lower bound (IWAE, `n_samples` samples from q(z|x)) on log p(x), in nats, shape (n,)."""
+    """Importance-weighted lower bound (IWAE) on log p(x) per sample, in nats.
+
+    Parameters
+    ----------
+    vae : VAE
+        A trained model.
+    x : array-like (n, D)
+        Samples.
+    variance : {"rbf", "standard"}, default "rbf"
+        The decoder variance head (lsg_graph.registry.VARIANCES).
+    n_samples : int, default 256
+        Importance samples from q(z|x) per point.
+    seed : int, default 0
+        Seed of the sampling.
+    batch_size : int, default 32
+        Rows evaluated at once.
+
+    Returns
+    -------
+    ndarray (n,) float64
+    """
     n_samples = check_positive_int(n_samples, "n_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
-    generator = torch.Generator().manual_seed(check_random_state(seed))
-    data = _check_data(vae, x)
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    data = _check_model_data(vae, x)
     std_module = vae._std_module(variance)
     bounds = []
     for index in _batches(data.shape[0], batch_size):
@@ -121,9 +157,27 @@ def _mean_sigma(vae: VAE, points: Tensor, variance: str, batch_size: int = 4096)
 
 
 def extrapolation_report(
-    vae: VAE, codes: np.ndarray, factor: float = 3.0, n_points: int = 1000, seed: int = 0
+    vae: VAE, codes: np.ndarray, factor: float = 3.0, n_points: int = 1000, seed: int = DEFAULT_SEED
 ) -> ExtrapolationReport:
-    """Compare mean decoder sigma on `codes` (n, d) and at distance factor * R in random directions, both heads."""
+    """Compare the mean decoder sigma on the codes and at distance factor * R from their mean, for both heads.
+
+    Parameters
+    ----------
+    vae : VAE
+        A trained model (both stages fitted).
+    codes : array-like (n, d)
+        Latent codes, usually the training codes; R is the largest distance of a code from their mean.
+    factor : float, default 3.0
+        The far points lie at factor * R from the mean, in random directions.
+    n_points : int, default 1000
+        Number of far points.
+    seed : int, default 0
+        Seed of the directions.
+
+    Returns
+    -------
+    ExtrapolationReport
+    """
     if not isinstance(vae, VAE):
         raise InvalidInput(f"vae must be a VAE; got {type(vae).__name__}.")
     factor = check_float(factor, "factor", minimum=0.0, strict_minimum=True)
@@ -131,7 +185,7 @@ def extrapolation_report(
     array = check_array(codes, "codes", ndim=2, dtype=np.float64, n_columns=vae.latent_dim)
     center = array.mean(axis=0)
     radius = float(np.linalg.norm(array - center, axis=1).max())
-    directions = np.random.default_rng(check_random_state(seed)).standard_normal((n_points, vae.latent_dim))
+    directions = np.random.default_rng(check_seed(seed)).standard_normal((n_points, vae.latent_dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     like = vae._like()
     on_codes = torch.as_tensor(array, dtype=like.dtype, device=like.device)
@@ -167,9 +221,28 @@ class PaperClaims:
 
 
 def paper_claims(
-    vae: VAE, x_held_out: np.ndarray, codes: np.ndarray, n_samples: int = 256, seed: int = 0
+    vae: VAE, x_held_out: np.ndarray, codes: np.ndarray, n_samples: int = DEFAULT_IWAE_SAMPLES, seed: int = DEFAULT_SEED
 ) -> PaperClaims:
-    """Extrapolation report on `codes` (n, d) plus the mean held-out IWAE log p(x) of the rbf and standard decoders."""
+    """The paper's checks: the sigma extrapolation of both variance heads and their held-out IWAE log-likelihoods.
+
+    Parameters
+    ----------
+    vae : VAE
+        A trained model (both stages fitted).
+    x_held_out : array-like (m, D)
+        Held-out samples.
+    codes : array-like (n, d)
+        The training codes.
+    n_samples : int, default 256
+        Importance samples per held-out point.
+    seed : int, default 0
+        Seed of the far points and of the sampling.
+
+    Returns
+    -------
+    PaperClaims
+        Print it with cli.tables.paper_claims_table.
+    """
     extrapolation = extrapolation_report(vae, codes, seed=seed)
     iwae_rbf = iwae_log_likelihood(vae, x_held_out, "rbf", n_samples=n_samples, seed=seed)
     iwae_standard = iwae_log_likelihood(vae, x_held_out, "standard", n_samples=n_samples, seed=seed)

@@ -92,15 +92,35 @@ def train_vae(
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> tuple[VAE, TrainReport]:
-    """Train a VAE on x_train (n, D) in two stages; return the model (eval mode, float32, on `device`) and its report.
+    """Train a VAE on x_train in two stages; return the model and its training report.
 
     Stage 1 maximises the ELBO of encoder, mean and standard variance head with Adam. Stage 2 places the RBF
     centres by k-means on the training codes (encoder means), sets the bandwidths from the cluster spreads, and
     fits only W with everything else frozen, maximising the same ELBO (z sampled from q(z|x) each step; the KL
-    term is then a constant). `device` is "cpu" (default), "cuda[:i]", "auto" or a torch.device; the initial
-    weights and all sampling come from seeded CPU generators, so a seed gives the same start on every device.
-    Deterministic for a given config.seed on one machine on CPU (CUDA kernels may differ in the last bits); the
-    global torch RNG is left untouched.
+    term is then a constant). The initial weights and all sampling come from seeded CPU generators, so a seed gives
+    the same start on every device. Deterministic for a given config.seed on one machine on CPU (CUDA kernels may
+    differ in the last bits); the global torch RNG is left untouched.
+
+    Parameters
+    ----------
+    x_train : array-like (n, D)
+        Training samples, n >= 2 (cast to float32).
+    config : VAEConfig, optional
+        Architecture and training settings (default: ``VAEConfig(input_dim=D)``). What the data decide is filled
+        in: mean_output ("sigmoid" for data in [0, 1], else "identity"), n_centers and n_gate_centers capped at n.
+    x_held_out : array-like (m, D), optional
+        Held-out samples; the report then has their mean ELBO under both variance heads.
+    progress : bool, default True
+        Show a progress bar over the epochs (on stderr).
+    device : str or torch.device, default "cpu"
+        "cpu", "cuda[:i]" or "auto".
+
+    Returns
+    -------
+    vae : VAE
+        The trained model, in eval mode, float32, on `device`.
+    report : TrainReport
+        Losses per epoch of both stages, held-out ELBOs and timing.
     """
     x = check_array(x_train, "x_train", ndim=2, dtype=np.float32, min_rows=2)
     held = None

@@ -36,6 +36,7 @@ from lsg_graph._validation import check_choice, resolve_device
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
 from lsg_graph.model.config import VARIANCES, VAEConfig
 from lsg_graph.model.networks import ConvEncoder, ConvMeanDecoder, Encoder, MeanDecoder, RBFStd, StandardStd, VAEDecoder
+from lsg_graph.registry import DEFAULT_VARIANCE
 
 __all__ = ["MODEL_FILE", "MODEL_JSON", "MODEL_KIND", "VAE"]
 
@@ -50,6 +51,19 @@ class VAE(nn.Module):
 
     Build it with `train_vae` (which resolves mean_output from the data) or `VAE.load`; a VAE built directly from a
     config whose mean_output is None uses the identity output. `.to(torch.float64)` converts every part.
+
+    Parameters
+    ----------
+    config : VAEConfig
+
+    Attributes
+    ----------
+    encoder, mean_decoder, standard_std, rbf_std : nn.Module
+        The networks (lsg_graph.model.networks).
+    rbf_fitted : bool
+        Whether stage 2 has fitted the RBF precision network (decode(variance="rbf") needs it).
+    train_summary : dict or None
+        The training report's summary numbers.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -105,13 +119,13 @@ class VAE(nn.Module):
         """Posterior mean and std, each (n, d), of data x (n, D)."""
         return self.encoder(self._as_input(x, "x", self.input_dim))
 
-    def decode(self, z: Tensor, variance: str = "rbf") -> tuple[Tensor, Tensor]:
+    def decode(self, z: Tensor, variance: str = DEFAULT_VARIANCE) -> tuple[Tensor, Tensor]:
         """Decoder mean and std, each (n, D), at latent points z (n, d); variance is "rbf" or "standard"."""
         std = self._std_module(variance)
         z = self._as_input(z, "z", self.latent_dim)
         return self.mean_decoder(z), std(z)
 
-    def decoder(self, variance: str = "rbf") -> VAEDecoder:
+    def decoder(self, variance: str = DEFAULT_VARIANCE) -> VAEDecoder:
         """The decoder z -> (mean, std) as an nn.Module sharing this model's weights (for the pullback metric)."""
         std = self._std_module(variance)
         return VAEDecoder(self.mean_decoder, std, self.latent_dim, self.input_dim, variance)
