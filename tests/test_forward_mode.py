@@ -165,3 +165,21 @@ def test_fused_geodesic_acceleration_matches_the_generic_path(architecture, acti
         fused = metric.geodesic_acceleration(z, v)
     generic = metric.geodesic_acceleration(z, v).detach()
     assert relative_error(fused, generic) < 1e-10
+
+
+def test_trained_decoder_fused_jvp_in_each_dtype(tiny_vae: VAE, digits: np.ndarray, dtype: torch.dtype, seed: int) -> None:
+    """On the session's trained model, the fused pass equals torch.func.jvp in float32 and float64 (per-dtype rtol)."""
+    import copy
+
+    from conftest import TOLERANCE
+
+    from lsg_graph.model import encode_codes
+
+    decoder = copy.deepcopy(tiny_vae.decoder("rbf")).to(dtype)
+    z = torch.as_tensor(encode_codes(tiny_vae, digits[:32]), dtype=dtype)
+    v = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    with torch.no_grad():
+        mean, std, mean_tangent, std_tangent = decoder.fused_jvp(z, v)
+        (mean_ref, std_ref), (mean_tangent_ref, std_tangent_ref) = torch.func.jvp(decoder, (z,), (v,))
+    for got, want in ((mean, mean_ref), (std, std_ref), (mean_tangent, mean_tangent_ref), (std_tangent, std_tangent_ref)):
+        assert got.dtype == dtype and relative_error(got, want) < TOLERANCE[dtype]

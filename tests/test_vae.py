@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from cli.tables import paper_claims_table
 from lsg_graph import _io
@@ -33,12 +32,6 @@ SMALL = {"hidden_dims": (32, 16), "epochs": 3, "rbf_epochs": 2, "n_centers": 8, 
 
 
 @pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    """sklearn digits scaled to [0, 1], (1797, 64) float32."""
-    return (load_digits().data / 16.0).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
 def split(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An 80/20 train / held-out split by a seeded permutation."""
     order = np.random.default_rng(0).permutation(len(digits))
@@ -52,9 +45,17 @@ def _small_config(**overrides: object) -> VAEConfig:
 
 
 @pytest.fixture(scope="module")
-def small_model(digits: np.ndarray) -> VAE:
-    """A quickly trained tiny model (both stages fitted)."""
-    return train_vae(digits[:300], _small_config(), progress=False)[0]
+def small_model(tiny_vae: VAE) -> VAE:
+    """The session's tiny model (conftest.tiny_vae: SMALL on 300 digits, both stages fitted)."""
+    assert tiny_vae.config == _resolved(_small_config())
+    return tiny_vae
+
+
+def _resolved(config: VAEConfig) -> VAEConfig:
+    """The config train_vae makes of `config` on 300 digits in [0, 1]."""
+    import dataclasses
+
+    return dataclasses.replace(config, mean_output="sigmoid", n_gate_centers=min(config.n_gate_centers, 300))
 
 
 @pytest.fixture(scope="module")
