@@ -23,7 +23,7 @@ from lsg_graph._validation import (
 )
 from lsg_graph.errors import ArtifactError, DisconnectedGraph, DisconnectedGraphWarning, InvalidInput
 from lsg_graph.graph.knn import knn, resolve_backend
-from lsg_graph.graph.weights import check_metric, edge_lengths
+from lsg_graph.graph.weights import _edge_lengths, check_metric, edge_lengths
 from lsg_graph.metric import PullbackMetric
 from lsg_graph.registry import (
     DEFAULT_BACKEND,
@@ -221,7 +221,7 @@ def build_latent_graph(
     check_choice(connect, "connect mode", CONNECT_MODES)
     if executor is not None and not callable(getattr(executor, "edge_lengths", None)):
         raise InvalidInput(f"executor must be None or have an edge_lengths method; got {type(executor).__name__}.")
-    measure = edge_lengths if executor is None else executor.edge_lengths
+    measure = _edge_lengths if executor is None else executor.edge_lengths  # the codes are checked: no re-check
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -354,7 +354,7 @@ def _cheapest_bridges(
         closest = np.argsort(found.distances.reshape(-1), kind="stable")[:BRIDGE_CANDIDATES]
         sources = inside[closest // m]
         targets = outside[found.indices.reshape(-1)[closest]]
-        lengths = edge_lengths(metric, codes[sources], codes[targets], n_nodes=n_nodes)
+        lengths = _edge_lengths(metric, codes[sources], codes[targets], n_nodes=n_nodes)
         choice = int(np.argmin(lengths))
         pair = (int(min(sources[choice], targets[choice])), int(max(sources[choice], targets[choice])))
         best[pair] = float(lengths[choice])

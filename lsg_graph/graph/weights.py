@@ -78,9 +78,22 @@ def edge_lengths(
     ends = check_codes(ends, "ends", latent_dim=metric.latent_dim, min_rows=0)
     if starts.shape != ends.shape:
         raise InvalidInput(f"starts and ends must have the same shape; got {starts.shape} and {ends.shape}.")
+    if points_per_chunk is not None:
+        points_per_chunk = check_positive_int(points_per_chunk, "points_per_chunk")
+    return _edge_lengths(metric, starts, ends, check_positive_int(n_nodes, "n_nodes"), points_per_chunk, progress)
+
+
+def _edge_lengths(
+    metric: PullbackMetric,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    n_nodes: int,
+    points_per_chunk: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """edge_lengths on validated inputs (float64 (E, d) end points of the metric's dimension): no checks again."""
     if points_per_chunk is None:
         points_per_chunk = default_points_per_chunk(metric.device)
-    points_per_chunk = check_positive_int(points_per_chunk, "points_per_chunk")
     nodes, weights = gauss_legendre(n_nodes)
     n_edges = starts.shape[0]
     lengths = np.empty(n_edges, dtype=np.float64)
