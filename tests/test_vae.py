@@ -513,3 +513,17 @@ def test_conv_rbf_sigma_grows_far_from_the_data(conv_model: VAE, digits: np.ndar
     codes = encode_codes(conv_model, digits[:300])
     report = extrapolation_report(conv_model, codes, factor=3.0, n_points=200)
     assert report.rbf_sigma_far > report.rbf_sigma_codes, report
+
+
+def test_model_saved_before_the_model_package_loads_and_saves_unchanged(tmp_path: Path, digits: np.ndarray) -> None:
+    """A model written by lsg_graph/vae.py (commit e370a86) loads with the same codes and re-saves byte for byte."""
+    import hashlib
+    import shutil
+
+    saved = Path(shutil.copytree(Path(__file__).parent / "data" / "model_e370a86", tmp_path / "old"))
+    model = VAE.load(saved)
+    assert model.config.hidden_dims == (32, 16) and model.rbf_fitted
+    np.testing.assert_allclose(encode_codes(model, digits[:8]), np.load(saved / "codes_digits_0_8.npy"), rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "again")
+    digest = [hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest() for folder in (saved, tmp_path / "again")]
+    assert digest[0] == digest[1]
