@@ -24,7 +24,7 @@ import torch
 
 from lsg_graph._validation import check_choice, check_float, check_int, check_seed, invalid_parameter, warn
 from lsg_graph.errors import InvalidInput
-from lsg_graph.registry import DATA_SPECS, DEFAULT_DATA, DEFAULT_SEED
+from lsg_graph.registry import DATA_SPECS, DEFAULT_DATA, DEFAULT_HELD_OUT_FRACTION, DEFAULT_SEED
 
 __all__ = [
     "DATASETS",
@@ -769,7 +769,7 @@ def _valid_specs() -> str:
 
 
 def train_test_split_indices(
-    n_samples: int, held_out_fraction: float = 0.2, seed: int = DEFAULT_SEED
+    n_samples: int, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION, seed: int = DEFAULT_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return sorted int64 (train, held_out) row indices; held_out has round(fraction * n) rows, clipped to [1, n-1]."""
     n_samples = check_int(n_samples, "n_samples", minimum=2)

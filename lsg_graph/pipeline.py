@@ -38,6 +38,7 @@ from lsg_graph.registry import (
     DEFAULT_DATA,
     DEFAULT_DEVICE,
     DEFAULT_HEALTH_PAIRS,
+    DEFAULT_HELD_OUT_FRACTION,
     DEFAULT_IWAE_SAMPLES,
     DEFAULT_K,
     DEFAULT_N_CLUSTERS,
@@ -51,7 +52,7 @@ from lsg_graph.user_model import UserModel
 
 DEFAULT_RUN_DIR = "lsg-out"
 MODEL_FILE = "model.safetensors"
-HELD_OUT_FRACTION = 0.2
+HELD_OUT_FRACTION = DEFAULT_HELD_OUT_FRACTION
 MAX_WORK_ENV = "LSG_GRAPH_MAX_WORK"  # override: decoder evaluations x parameters one command may need
 MAX_MEMORY_ENV = "LSG_GRAPH_MAX_MEMORY"  # override: bytes one command may allocate at once
 DEFAULT_MAX_WORK = 2 * 10**13  # about half an hour of CPU time at 1e10 multiply-adds per second

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_DEVICE",
     "DEFAULT_DPI",
     "DEFAULT_HEALTH_PAIRS",
+    "DEFAULT_HELD_OUT_FRACTION",
     "DEFAULT_IWAE_SAMPLES",
     "DEFAULT_LATENT_DIM",
     "DEFAULT_K",
@@ -117,6 +118,7 @@ DEFAULT_RBF_GATE = "none"
 DEFAULT_ARCHITECTURE = "mlp"
 DEFAULT_DEVICE = "auto"
 DEFAULT_DATA = "digits"
+DEFAULT_HELD_OUT_FRACTION = 0.2  # rows held out of training (evaluate, examples/paper_claims.py): one split
 DEFAULT_LATENT_DIM = 2  # lets the geometry be drawn
 DEFAULT_IWAE_SAMPLES = 256  # importance samples per point of the held-out log-likelihood bound
 DEFAULT_HEALTH_PAIRS = 8  # code pairs refined by the geometry health check

@@ -48,6 +48,7 @@ def _defaults() -> list[tuple[Callable[..., Any], str, Any]]:
     """(callable, parameter, registry default) for every public entry point that has the parameter."""
     from lsg_graph import health, pipeline, walks
     from lsg_graph.cluster import GeodesicKMeans, cluster_latent_graph
+    from lsg_graph.data import train_test_split_indices
     from lsg_graph.distances import GeodesicDistance, geodesic_distances
     from lsg_graph.geodesics.refine import refine_geodesics, refine_path
     from lsg_graph.graph.knn import knn
@@ -78,6 +79,7 @@ def _defaults() -> list[tuple[Callable[..., Any], str, Any]]:
         (paper_claims, "n_samples", R.DEFAULT_IWAE_SAMPLES), (pipeline.evaluate_run, "n_samples", R.DEFAULT_IWAE_SAMPLES),
         (health.geometry_health, "n_pairs", R.DEFAULT_HEALTH_PAIRS), (pipeline.health_run, "n_pairs", R.DEFAULT_HEALTH_PAIRS),
         (pipeline.train_run, "data", R.DEFAULT_DATA), (walks.random_walks, "seed", R.DEFAULT_SEED),
+        (train_test_split_indices, "held_out_fraction", R.DEFAULT_HELD_OUT_FRACTION),
     ]
 
 
@@ -270,3 +272,20 @@ def test_no_helper_is_defined_twice() -> None:
                 places[node.name].append(str(path.relative_to(ROOT)))
     twice = {name: paths for name, paths in places.items() if len(paths) > 1}
     assert not twice, twice
+
+
+def test_paper_claims_example_and_evaluate_use_the_same_split() -> None:
+    """examples/paper_claims.py holds out exactly the rows `lsg-graph train`/`evaluate` hold out (same seed)."""
+    import importlib.util
+
+    from lsg_graph.data import load_dataset
+    from lsg_graph.pipeline import HELD_OUT_FRACTION, _split
+
+    spec = importlib.util.spec_from_file_location("paper_claims_example", ROOT / "examples" / "paper_claims.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    digits = load_dataset("digits")
+    train, held_out = _split(digits, 3)
+    got_train, got_held_out = example.digits_split(3)
+    assert HELD_OUT_FRACTION == registry.DEFAULT_HELD_OUT_FRACTION
+    assert np.array_equal(got_train, digits.images[train]) and np.array_equal(got_held_out, digits.images[held_out])
