@@ -17,6 +17,7 @@ LAYERS = {
     "lsg_graph._io": 0,
     "lsg_graph._threads": 0,
     "lsg_graph.progress": 0,
+    "lsg_graph.registry": 0,  # names and defaults only; imports nothing
     "lsg_graph.data": 1,
     "lsg_graph.forward_mode": 2,
     "lsg_graph.decoder": 2,
@@ -91,3 +92,11 @@ def test_package_import_needs_no_torchvision_or_matplotlib() -> None:
         "assert 'torchvision' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_imports_nothing_of_the_project() -> None:
+    """lsg_graph.registry is read by the CLI at start-up: it imports no project module (and so no torch)."""
+    assert imported_modules(ROOT / "lsg_graph" / "registry.py") == []
+    tree = ast.parse((ROOT / "lsg_graph" / "registry.py").read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert all(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in imports)
