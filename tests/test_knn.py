@@ -231,3 +231,11 @@ def test_torch_cuda_equals_cpu() -> None:
 def test_faiss_with_cuda_device_equals_cpu() -> None:
     data = _random_codes(3000, 6, seed=12)
     np.testing.assert_array_equal(knn(data, 10, device="cuda").indices, knn(data, 10, device="cpu").indices)
+
+
+def test_subnormal_codes_are_searched_exactly() -> None:
+    """Codes of the order of the smallest subnormal (5e-324) need a rescaling beyond 2**1023: still exact, no error."""
+    data = np.array([[5e-324], [0.0], [0.0], [1.5e-323]])
+    result = knn(data, 1)
+    assert result.indices[:, 0].tolist() == [1, 2, 1, 0]
+    np.testing.assert_array_equal(result.distances[:, 0], [5e-324, 0.0, 0.0, 1e-323])

@@ -96,38 +96,14 @@ def path_nodes(predecessors: np.ndarray, source: int, target: int) -> np.ndarray
 
 
 def shortest_path(graph: LatentGraph, source: int, target: int) -> GraphPath:
-    """The shortest graph path between two nodes.
-
-    Parameters
-    ----------
-    graph : LatentGraph
-    source, target : int
-        Node indices in [0, n).
-
-    Returns
-    -------
-    GraphPath
-        Node indices, their codes, the graph length and the Euclidean distance of the end points.
-    """
+    """The shortest graph path between two node indices."""
     source = check_index(source, "source", graph.n_points)
     target = check_index(target, "target", graph.n_points)
     return shortest_paths(graph, [(source, target)])[0]
 
 
 def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.ndarray) -> list[GraphPath]:
-    """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source.
-
-    Parameters
-    ----------
-    graph : LatentGraph
-    pairs : array-like (m, 2) of int
-        Node index pairs, m >= 1.
-
-    Returns
-    -------
-    list of GraphPath
-        One per pair, in order.
-    """
+    """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source."""
     try:
         pairs = np.asarray(pairs)
     except (ValueError, TypeError) as exc:
@@ -150,21 +126,7 @@ def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.nda
 
 
 def graph_distances(graph: LatentGraph, sources: Any, targets: Any = None) -> np.ndarray:
-    """Graph distance matrix between source and target nodes.
-
-    Parameters
-    ----------
-    graph : LatentGraph
-    sources : array-like (s,) of int
-        Source node indices.
-    targets : array-like (t,) of int, optional
-        Target node indices (default: all nodes).
-
-    Returns
-    -------
-    ndarray (s, t) float64
-        Shortest-path lengths; inf between components.
-    """
+    """Graph distance matrix (s, t) between source and target node indices (targets default to all nodes)."""
     result = shortest_distances(graph, sources)
     if targets is None:
         return result.distances

@@ -96,10 +96,11 @@ def knn(
     k = check_neighbours(k, data.shape[0], exclude_self=exclude_self)
     options = _check_options(backend, device, approximate, batch_size, seed)
     n_candidates = min(data.shape[0], k + int(exclude_self) + EXTRA_CANDIDATES)
-    scale = _power_of_two_scale(data, queries)  # exact rescaling: float32 search and float64 squares cannot overflow
-    data, queries = data * scale, (data * scale if exclude_self else queries * scale)
+    exponent = _power_of_two_exponent(data, queries)  # exact rescaling by 2**exponent: float32 search and float64
+    data, queries = np.ldexp(data, exponent), (None if exclude_self else np.ldexp(queries, exponent))  # squares stay finite
+    queries = data if exclude_self else queries
     candidates = _search_candidates(backend, data, None if exclude_self else queries, n_candidates, options)
-    indices, distances = _sort_rows(candidates, _exact_distances(data, queries, candidates) / scale)
+    indices, distances = _sort_rows(candidates, np.ldexp(_exact_distances(data, queries, candidates), -exponent))
     if exclude_self:
         indices, distances = _move_self_last(indices, distances)
     return Neighbors(np.ascontiguousarray(indices[:, :k]), np.ascontiguousarray(distances[:, :k]))
@@ -151,8 +152,8 @@ def _search_candidates(
     return candidates.astype(np.int64, copy=False)
 
 
-def _power_of_two_scale(data: np.ndarray, queries: np.ndarray) -> float:
-    """A power of two that brings the largest centred coordinate near 1 (scaling by it is exact in floating point).
+def _power_of_two_exponent(data: np.ndarray, queries: np.ndarray) -> int:
+    """The e for which 2**e brings the largest centred coordinate near 1 (scaling by it, np.ldexp, is exact).
 
     Codes beyond the float32 range (or so small that their squares underflow) would otherwise give inf or 0 in
     the float32 search and in the float64 squared distances.
@@ -163,8 +164,8 @@ def _power_of_two_scale(data: np.ndarray, queries: np.ndarray) -> float:
     if not np.isfinite(largest):  # the centring itself overflowed (values near the float64 limit)
         largest = max(float(np.max(np.abs(data))), float(np.max(np.abs(queries))))
     if largest == 0.0 or 1e-8 <= largest <= 1e8:
-        return 1.0
-    return float(2.0 ** -math.frexp(largest)[1])
+        return 0
+    return -math.frexp(largest)[1]  # may exceed 1023 for subnormal codes: 2.0 ** e itself would overflow
 
 
 def _check_search_data(data: Any) -> np.ndarray:
