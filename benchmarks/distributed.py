@@ -41,7 +41,7 @@ from lsg_graph.graph.knn import knn  # noqa: E402
 from lsg_graph.graph.latent_graph import _unique_pairs  # noqa: E402
 from lsg_graph.graph.weights import edge_lengths  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAEConfig, encode_codes, train_vae  # noqa: E402
 
 MNIST = Path("/work/data/mnist_5k.csv.gz")
 EDGES_1M = 1.5e7  # about 10^6 codes at k = 20

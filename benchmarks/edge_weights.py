@@ -58,8 +58,8 @@ from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import default_points_per_chunk, edge_lengths, gauss_legendre  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
+from lsg_graph.model import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
 from lsg_graph.pipeline import build_run  # noqa: E402
-from lsg_graph.vae import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
 
 T_NODES = 8
 TARGET_JVP_FRACTION = 0.75

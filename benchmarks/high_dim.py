@@ -43,7 +43,7 @@ from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import edge_lengths  # noqa: E402
 from lsg_graph.health import off_data_points  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import encode_codes, iwae_log_likelihood  # noqa: E402
+from lsg_graph.model import encode_codes, iwae_log_likelihood  # noqa: E402
 
 GATED = {"rbf_gate": "codes", "gate_scale": 1.0}
 

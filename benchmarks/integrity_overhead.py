@@ -25,8 +25,8 @@ from _common import best_of, table, write_json  # noqa: E402
 
 from lsg_graph import _io  # noqa: E402
 from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, LatentGraph  # noqa: E402
+from lsg_graph.model import MODEL_FILE, MODEL_KIND, VAE, VAEConfig  # noqa: E402
 from lsg_graph.pipeline import load_graph, model_checksum  # noqa: E402
-from lsg_graph.vae import MODEL_FILE, MODEL_KIND, VAE, VAEConfig  # noqa: E402
 
 
 def random_graph(n: int, degree: int = 20) -> LatentGraph:

@@ -49,7 +49,7 @@ from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.geodesics.landmarks import ESTIMATES, Landmarks, select_landmarks  # noqa: E402
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAEConfig, encode_codes, train_vae  # noqa: E402
 
 N_CLUSTERS = 10
 

@@ -118,7 +118,7 @@ def train_default_vae(seed: int) -> tuple[Any, np.ndarray, float]:
     """The default VAE on the digits / 16 (all 1797 rows), its codes, and the training time."""
     from sklearn.datasets import load_digits
 
-    from lsg_graph.vae import VAEConfig, encode_codes, train_vae
+    from lsg_graph.model import VAEConfig, encode_codes, train_vae
 
     x = load_digits().data / 16.0
     started = time.perf_counter()

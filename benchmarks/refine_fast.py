@@ -130,7 +130,7 @@ def vae_case(
     name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool, device: str = "cpu"
 ) -> list[dict[str, Any]]:
     """Rows for one cached VAE model: old, new and careful on random pairs."""
-    from lsg_graph.vae import VAE
+    from lsg_graph.model import VAE
 
     folder = run_dir(name)
     vae, graph = VAE.load(folder), LatentGraph.load(folder)

@@ -53,7 +53,7 @@ from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import default_points_per_chunk, gauss_legendre  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
 
 K = 10
 T_NODES = 8

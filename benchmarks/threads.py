@@ -36,7 +36,7 @@ from _common import table, write_json  # noqa: E402
 from lsg_graph._threads import available_cpus, busy_cpus, default_threads, torch_threads  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import VAE, VAEConfig  # noqa: E402
+from lsg_graph.model import VAE, VAEConfig  # noqa: E402
 
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 

@@ -19,6 +19,24 @@ from typing import Any, TypeVar
 
 import typer
 
+from lsg_graph import registry
+from lsg_graph.registry import (
+    DEFAULT_BACKEND,
+    DEFAULT_CANDIDATES,
+    DEFAULT_DATA,
+    DEFAULT_DEVICE,
+    DEFAULT_DPI,
+    DEFAULT_HEALTH_PAIRS,
+    DEFAULT_IWAE_SAMPLES,
+    DEFAULT_K,
+    DEFAULT_LATENT_DIM,
+    DEFAULT_N_CLUSTERS,
+    DEFAULT_N_NODES,
+    DEFAULT_REFINE,
+    DEFAULT_SEED,
+    DEFAULT_WALK_KIND,
+)
+
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
@@ -33,7 +51,7 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 # library parameter -> the option the user typed, for error messages ("The 'n_clusters' parameter" -> "'--k'")
 OPTION_NAMES = {
-    "n_clusters": "--k", "k": "--k", "n_init": "--n-init", "n_nodes": "--nodes", "candidates": "--candidates",
+    "n_clusters": "--clusters", "k": "--k", "n_init": "--n-init", "n_nodes": "--nodes", "candidates": "--candidates",
     "n_samples": "--samples", "n_pairs": "--pairs", "walkers": "--walkers", "n_walkers": "--walkers",
     "n_steps": "--steps", "step_size": "--step-size", "latent_dim": "--latent-dim", "epochs": "--epochs",
     "rbf_epochs": "--rbf-epochs", "seed": "--seed", "start": "--start",
@@ -52,7 +70,31 @@ def _name_options(exc: BaseException) -> None:
         exc.args = (renamed,)
 
 
-REFINE_CHOICES = "'auto' (Gauss-Newton on the output-space energy, polished by shooting at d <= 2), 'gauss_newton', 'shooting', 'energy' or 'none'"
+
+
+def described(names: Any) -> str:
+    """"'a' (what a is), 'b' (...) or 'c' (...)" for a registry of name -> description (or a tuple of names)."""
+    items = [f"{name!r} ({text})" if text else repr(name) for name, text in
+             (names.items() if isinstance(names, dict) else ((name, "") for name in names))]
+    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else items[0]
+
+
+def choice_option(default: Any, names: Any, *declarations: str, help: str) -> Any:
+    """A typer option whose choices are a registry's names: listed in --help, completed by the shell.
+
+    The value is validated by the library (one message, exit code 1), so a bad name is refused there with the list
+    of valid ones."""
+    choices = list(names)
+
+    def complete(incomplete: str) -> list[str]:
+        return [name for name in choices if name.startswith(incomplete)]
+
+    return typer.Option(default, *declarations, metavar="[" + "|".join(choices) + "]", autocompletion=complete,
+                        help=help)
+
+
+REFINE_CHOICES = described(registry.REFINE_METHODS)
+DEVICE_HELP = f"Where the model runs: {described(registry.DEVICES)}."
 RUN_HELP = "Run directory holding the model, graph and manifest."
 DECODER_HELP = (
     "Your own decoder: 'module.path:factory', a zero-argument callable returning a torch module or a callable "
@@ -164,8 +206,8 @@ def _threads_option() -> Any:
     return typer.Option(None, "--threads", help="torch CPU threads (default: the free cores of this machine; -1: all).")
 
 
-def _device_option() -> Any:
-    return typer.Option("auto", help="'auto', 'cpu' or 'cuda'.")
+def _device_option(default: str = DEFAULT_DEVICE) -> Any:
+    return choice_option(default, registry.DEVICES, "--device", help=DEVICE_HELP)
 
 
 def _setup(threads: int | None, quiet: bool) -> bool:
@@ -235,15 +277,15 @@ def _echo_table(rows: list[tuple[str, str]]) -> None:
 @app.command(context_settings=CONTEXT)
 @handle_errors
 def train(
-    data: str = typer.Option("digits", help="Data set: 'digits' (embedded), 'idx:DIR' (MNIST-style IDX files), 'npz:FILE', 'npy:FILE' or 'csv:FILE[?label=last|first|none|COL][&scale=255]'."),
-    latent_dim: int = typer.Option(2, "--latent-dim", help="Latent dimension d (2 lets the geometry be drawn)."),
+    data: str = typer.Option(DEFAULT_DATA, help=f"Data set: {described(tuple(registry.DATA_SPECS.values()))} ('digits' is embedded; idx:DIR holds MNIST-style IDX files)."),
+    latent_dim: int = typer.Option(DEFAULT_LATENT_DIM, "--latent-dim", help="Latent dimension d (2 lets the geometry be drawn)."),
     epochs: int | None = typer.Option(None, help="Epochs of stage 1 (encoder and mean); default from the model config."),
     rbf_epochs: int | None = typer.Option(None, "--rbf-epochs", help="Epochs of stage 2 (RBF precision network)."),
-    seed: int = typer.Option(0, help="Seed of every random step (same seed, same weights)."),
-    architecture: str = typer.Option("mlp", help="Encoder and mean decoder: 'mlp', or 'conv' for image data (idx:DIR, digits, npz with image_shape; H and W divisible by 4)."),
-    rbf_gate: str | None = typer.Option(None, "--rbf-gate", help="RBF precision gate: 'none' (the paper's network) or 'codes' (sigma rises away from every training code, at any latent dimension; see docs/geometry.md)."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of every random step (same seed, same weights)."),
+    architecture: str = choice_option(registry.DEFAULT_ARCHITECTURE, registry.ARCHITECTURES, "--architecture", help=f"Encoder and mean decoder: {described(registry.ARCHITECTURES)}; conv suits idx:DIR, digits, npz with image_shape."),
+    rbf_gate: str | None = choice_option(None, registry.RBF_GATES, "--rbf-gate", help=f"RBF precision gate (default {registry.DEFAULT_RBF_GATE!r}): {described(registry.RBF_GATES)}; see docs/geometry.md."),
     gate_scale: float | None = typer.Option(None, "--gate-scale", help="Gate radius in nearest-neighbour spacings of the training codes (with --rbf-gate codes)."),
-    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda' (where the model trains)."),
+    device: str = _device_option(),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = _quiet_option(),
     threads: int | None = _threads_option(),
@@ -296,10 +338,10 @@ def _train_rows(report: Any) -> list[tuple[str, str]]:
 @handle_errors
 def evaluate(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
-    samples: int = typer.Option(256, help="Importance samples per point for the IWAE log-likelihood bound."),
-    seed: int = typer.Option(0, help="Seed of the sampling."),
+    samples: int = typer.Option(DEFAULT_IWAE_SAMPLES, help="Importance samples per point for the IWAE log-likelihood bound."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the sampling."),
     device: str = _device_option(),
-    pairs: int = typer.Option(8, help="Code pairs refined for the geometry health check (0: skip it)."),
+    pairs: int = typer.Option(DEFAULT_HEALTH_PAIRS, help="Code pairs refined for the geometry health check (0: skip it)."),
     quiet: bool = _quiet_option(),
     threads: int | None = _threads_option(),
     as_json: bool = _json_option(),
@@ -308,6 +350,7 @@ def evaluate(
     health check: sigma off the data against on the codes, and graph distances against refined geodesics."""
     import dataclasses
 
+    from cli.tables import paper_claims_table
     from lsg_graph.pipeline import evaluate_run, health_run
 
     show = _setup(threads, quiet)
@@ -319,7 +362,7 @@ def evaluate(
     }
 
     def human() -> None:
-        typer.echo(claims.to_table())
+        typer.echo(paper_claims_table(claims))
         if health is not None:
             typer.echo(f"Geometry: {health.summary()}.")
 
@@ -334,12 +377,12 @@ def evaluate(
 def build(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     data: str | None = typer.Option(None, help="Data to encode (default: what the model was trained on)."),
-    k: int = typer.Option(20, "--k", help="Neighbours per code (20: <= 2% median distance error on the analytic surfaces, see benchmarks/)."),
-    nodes: int = typer.Option(8, help="Gauss-Legendre nodes per edge for the metric length."),
-    backend: str = typer.Option("auto", help="kNN backend: 'auto', 'faiss', 'torch' or 'kdtree' ('auto': kdtree for d <= 16 on CPU, faiss-gpu or torch on CUDA)."),
+    k: int = typer.Option(DEFAULT_K, "--k", help="Neighbours per code in the graph (the default: <= 2% median distance error on the analytic surfaces, docs/results.md)."),
+    nodes: int = typer.Option(DEFAULT_N_NODES, help="Gauss-Legendre nodes per edge for the metric length."),
+    backend: str = choice_option(DEFAULT_BACKEND, registry.KNN_BACKENDS, "--backend", help=f"kNN backend: {described(registry.KNN_BACKENDS)}."),
     device: str = _device_option(),
-    candidates: int = typer.Option(1, help="Metric-aware neighbours: measure candidates*k Euclidean neighbours, keep the k shortest."),
-    seed: int = typer.Option(0, help="Seed used if a model must be trained first."),
+    candidates: int = typer.Option(DEFAULT_CANDIDATES, help="Metric-aware neighbours: measure candidates*k Euclidean neighbours, keep the k shortest."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed used if a model must be trained first."),
     decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
     codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
     labels: Path | None = typer.Option(None, "--labels", help=LABELS_HELP),
@@ -394,7 +437,7 @@ def build(
 def geodesic(
     source: str = typer.Option(..., "--from", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     target: str = typer.Option(..., "--to", help="End: a node index or latent coordinates."),
-    refine: str = typer.Option("auto", help=f"Refinement of the graph path: {REFINE_CHOICES}."),
+    refine: str = choice_option(DEFAULT_REFINE, registry.REFINE_METHODS, "--refine", help=f"Refinement of the graph path: {REFINE_CHOICES}."),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
@@ -466,12 +509,13 @@ def geodesic(
 @app.command(context_settings=CONTEXT)
 @handle_errors
 def cluster(
-    k: int = typer.Option(10, "--k", help="Number of clusters."),
+    clusters: int = typer.Option(DEFAULT_N_CLUSTERS, "--clusters", "--n-clusters", help="Number of clusters."),
+    old_k: int | None = typer.Option(None, "--k", hidden=True, help="Former name of --clusters (deprecated)."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
-    seed: int = typer.Option(0, help="Seed of the k-means++ initialisation."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the k-means++ initialisation."),
     n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means (the best inertia is kept)."),
     no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Do not write clusters.png."),
-    dpi: int = typer.Option(100, help="Resolution of the figure (dots per inch)."),
+    dpi: int = typer.Option(DEFAULT_DPI, help="Resolution of the figure (dots per inch)."),
     device: str = _device_option(),
     decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
     codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
@@ -486,7 +530,13 @@ def cluster(
 
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
-    summary = cluster_run(run, k, seed=seed, n_init=n_init, figure=not no_figures, device=device, progress=show,
+    if old_k is not None:
+        import warnings
+
+        warnings.warn("'lsg-graph cluster --k' is deprecated: --k is the neighbours of 'build'; use --clusters.",
+                      UserWarning, stacklevel=2)
+        clusters = old_k
+    summary = cluster_run(run, clusters, seed=seed, n_init=n_init, figure=not no_figures, device=device, progress=show,
                           user=user, train_if_missing=train_if_missing, dpi=dpi)
     result = summary.geodesic
     payload = {
@@ -517,13 +567,13 @@ def cluster(
 def walk(
     start: str = typer.Option("0", help="Start: a node index (e.g. 12) or latent coordinates (e.g. 0.5,-1.2)."),
     steps: int = typer.Option(100, help="Steps per walker."),
-    kind: str = typer.Option("metric", help="'metric' (covariance s M^-1), 'euclidean' (s I) or 'brownian' (metric + drift)."),
+    kind: str = choice_option(DEFAULT_WALK_KIND, registry.WALK_KINDS, "--kind", help=f"Kind of walk: {described(registry.WALK_KINDS)}."),
     step_size: float | None = typer.Option(None, "--step-size", help="Step size s (latent units squared); default: from the metric's scale at the start (the walk moves about 5 lengths of the graph edges there)."),
     walkers: int = typer.Option(8, help="Number of walkers."),
-    seed: int = typer.Option(0, help="Seed of the walk noise."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the walk noise."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
     no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Only write the trajectories."),
-    dpi: int = typer.Option(100, help="Resolution of the figures (dots per inch)."),
+    dpi: int = typer.Option(DEFAULT_DPI, help="Resolution of the figures (dots per inch)."),
     device: str = _device_option(),
     decoder: str | None = typer.Option(None, "--decoder", help=DECODER_HELP),
     codes: Path | None = typer.Option(None, "--codes", help=CODES_HELP),
@@ -569,17 +619,17 @@ def walk(
 def plot(
     pairs: str = typer.Option("auto", "--pairs", help="'auto' (3 pairs where geodesic and straight line differ most), a count N (seeded random pairs), or pairs 'I:J,K:L' of node indices; with coordinates separate pairs by ';' ('0.1,0.2:5;3:40')."),
     n_auto: int = typer.Option(3, "--n-auto", help="Number of pairs for --pairs auto."),
-    refine: str = typer.Option("auto", help=f"{REFINE_CHOICES} ('none': graph paths, drawn as such)."),
+    refine: str = choice_option(DEFAULT_REFINE, registry.REFINE_METHODS, "--refine", help=f"{REFINE_CHOICES} ('none': graph paths, drawn as such)."),
     max_iter: int | None = typer.Option(None, "--max-iter", help="Newton iterations per shooting attempt (default of the library)."),
     steps: int | None = typer.Option(None, "--steps", help="Integrator steps over the whole curve (default of the library)."),
     segments: int | None = typer.Option(None, "--segments", help="Shooting segments (multiple shooting; default of the library)."),
     ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
     tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
-    seed: int = typer.Option(0, help="Seed of the pair choice."),
+    seed: int = typer.Option(DEFAULT_SEED, help="Seed of the pair choice."),
     out: Path | None = typer.Option(None, help="Figure file (default RUN/magnification.FORMAT)."),
-    fmt: str = typer.Option("png", "--format", help="Figure format: 'png', 'svg' or 'pdf'."),
-    dpi: int = typer.Option(100, help="Resolution (dots per inch)."),
+    fmt: str = choice_option(registry.FIGURE_FORMATS[0], registry.FIGURE_FORMATS, "--format", help="Figure format."),
+    dpi: int = typer.Option(DEFAULT_DPI, help="Resolution (dots per inch)."),
     size: str = typer.Option("9x6", help="Figure size in inches, WIDTHxHEIGHT."),
     no_strips: bool = typer.Option(False, "--no-strips", help="For image data: do not write the decoded image strips."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
@@ -650,7 +700,7 @@ def serve(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to bind: loopback only by default; name another (e.g. 0.0.0.0) explicitly to serve beyond this machine."),
     port: int = typer.Option(8000, help="TCP port."),
-    device: str = typer.Option("cpu", help="'cpu', 'cuda' or 'auto' (where the decoder runs)."),
+    device: str = _device_option("cpu"),
     max_pairs: int = typer.Option(4096, "--max-pairs", help="Most node pairs per /distance request."),
     threads: int | None = _threads_option(),
 ) -> None:

@@ -40,7 +40,7 @@ from lsg_graph.distances import GeodesicDistance
 from lsg_graph.errors import DisconnectedGraphWarning
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import VAEConfig, encode_codes, train_vae
+from lsg_graph.model import VAEConfig, encode_codes, train_vae
 
 N_CLUSTERS = 10
 SCORES = ("ari", "nmi", "f_measure")

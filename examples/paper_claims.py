@@ -2,8 +2,9 @@
 
 Arvanitidis, Hansen & Hauberg (ICLR 2018) replace the usual VAE variance head by an RBF network for the decoder
 precision, so that the decoder's standard deviation grows far from the training codes. This script trains the
-default model on 80% of the digits (seeded permutation), then prints, for both variance decoders, the mean sigma
-on the training codes and at three times the data radius, and the held-out IWAE log-likelihood.
+default model on the train split of the digits (the split `lsg-graph train` makes: 20% held out, seeded), then
+prints, for both variance decoders, the mean sigma on the training codes and at three times the data radius, and the
+held-out IWAE log-likelihood: the numbers `lsg-graph train && lsg-graph evaluate` print for the same seed.
 
 Run:  .venv/bin/python examples/paper_claims.py [--seed 0] [--samples 256] [--progress]
 """
@@ -14,17 +15,19 @@ import argparse
 import time
 
 import numpy as np
-from sklearn.datasets import load_digits
 
-from lsg_graph.vae import VAEConfig, encode_codes, paper_claims, train_vae
+from cli.tables import paper_claims_table
+from lsg_graph.data import load_dataset, train_test_split_indices
+from lsg_graph.model import VAEConfig, encode_codes, paper_claims, train_vae
+from lsg_graph.registry import DEFAULT_HELD_OUT_FRACTION
 
 
-def digits_split(seed: int, train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """The digits scaled to [0, 1] (float32), split into train / held-out rows by a seeded permutation."""
-    images = (load_digits().data / 16.0).astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(images))
-    cut = int(train_fraction * len(images))
-    return images[order[:cut]], images[order[cut:]]
+def digits_split(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The digits in [0, 1] (float32), split into train / held-out rows exactly as `lsg-graph train` and
+    `lsg-graph evaluate` split them (lsg_graph.data.train_test_split_indices, 20% held out), so the numbers agree."""
+    digits = load_dataset("digits")
+    train, held_out = train_test_split_indices(digits.n_samples, DEFAULT_HELD_OUT_FRACTION, seed)
+    return digits.images[train], digits.images[held_out]
 
 
 def main() -> None:
@@ -51,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     claims = paper_claims(model, held_out, encode_codes(model, train), n_samples=args.samples, seed=args.seed)
     print(f"evaluated in {time.perf_counter() - start:.1f} s\n")
-    print(claims.to_table())
+    print(paper_claims_table(claims))
 
 
 if __name__ == "__main__":

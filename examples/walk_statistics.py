@@ -35,8 +35,8 @@ from sklearn.datasets import load_digits
 from lsg_graph.geodesics.refine import refine_geodesics
 from lsg_graph.graph.latent_graph import build_latent_graph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import VAE, VAEConfig, encode_codes, train_vae
 from lsg_graph.plot import plot_image_strip, plot_magnification
-from lsg_graph.vae import VAE, VAEConfig, encode_codes, train_vae
 from lsg_graph.walks import WALK_KINDS, WalkResult, matched_step_sizes, random_walks
 
 OUTPUT = Path(__file__).resolve().parent / "output"

@@ -42,10 +42,18 @@ def busy_cpus() -> float:
 
 
 def default_threads(own_load: float = 0.0) -> int:
-    """Threads for torch: `OMP_NUM_THREADS` when set, else the available cores not busy with other work (>= 1).
+    """Threads for torch: `OMP_NUM_THREADS` when set, else the available cores not busy with other work.
 
-    own_load: how much of the load average is this process itself (a process that has been computing for a
-    while counts in its own load average), subtracted from the busy cores.
+    Parameters
+    ----------
+    own_load : float, default 0.0
+        How much of the load average is this process itself (a process that has been computing for a while counts
+        in its own load average), subtracted from the busy cores.
+
+    Returns
+    -------
+    int
+        At least 1.
     """
     env = os.environ.get(THREADS_ENV, "").strip()
     if env.isdigit() and int(env) > 0:
@@ -131,12 +139,22 @@ def one_thread(device: Any = None) -> contextlib.AbstractContextManager[None]:
 
 
 def set_threads(n_jobs: Any = None) -> int:
-    """Set torch's CPU thread count for the process: None -> default_threads(), -1 -> all cores, k -> k; return it.
+    """Set torch's CPU thread count for the process.
 
     Later calls with `n_jobs=None` (estimators, build_latent_graph) use this count instead of choosing again.
 
     The CLI calls this at the start of every command (`--threads`); call it once in a script or notebook on a
     shared machine (`lsg_graph.set_threads()`), since torch's own default is one thread per core of the machine.
+
+    Parameters
+    ----------
+    n_jobs : int, optional
+        None: default_threads(); -1: all cores; k >= 1: k threads.
+
+    Returns
+    -------
+    int
+        The thread count set.
     """
     import torch
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
+import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -12,22 +15,55 @@ import torch
 
 from lsg_graph.errors import InvalidInput
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issue a warning attributed to the first caller outside lsg_graph: the user's line, not the library's."""
+    frame = sys._getframe(0)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def invalid_parameter(name: str, rule: str, got: str, owner: str | None = None) -> InvalidInput:
+    """The one message template of parameter errors: "The 'name' parameter [of owner] must be RULE; got GOT."
+
+    `got` is the offending value as it should be shown (callers format it: ``repr(value)``, or a shape).
+    The CLI rewrites "The 'name' parameter" into "The '--flag' option" (cli/main.py).
+    """
+    where = f" of {owner}" if owner else ""
+    return InvalidInput(f"The {name!r} parameter{where} must be {rule}; got {got}.")
+
 
 def check_int(value: Any, name: str, minimum: int | None = 1, maximum: int | None = None) -> int:
     """Return `value` as an int within [minimum, maximum], else raise InvalidInput naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidInput(f"The {name!r} parameter must be an int; got {value!r} ({type(value).__name__}).")
+        raise invalid_parameter(name, "an int", f"{value!r} ({type(value).__name__})")
     value = int(value)
     if minimum is not None and value < minimum:
-        raise InvalidInput(f"The {name!r} parameter must be an int >= {minimum}; got {value}.")
+        raise invalid_parameter(name, f"an int >= {minimum}", str(value))
     if maximum is not None and value > maximum:
-        raise InvalidInput(f"The {name!r} parameter must be an int <= {maximum}; got {value}.")
+        raise invalid_parameter(name, f"an int <= {maximum}", str(value))
     return value
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """Return `value` as an int >= 1, else raise InvalidInput naming it."""
     return check_int(value, name, minimum=1)
+
+
+def check_neighbours(k: Any, n_points: int, name: str = "k", exclude_self: bool = True) -> int:
+    """Return k, the neighbours per point among `n_points`, as an int in [1, n_points - 1] ([1, n_points] when
+    the points are not their own candidates), else raise InvalidInput: the one wording of the rule on k."""
+    k = check_positive_int(k, name)
+    if exclude_self and k >= n_points:
+        raise invalid_parameter(name, f"< the number of points ({n_points})", str(k))
+    if k > n_points:
+        raise invalid_parameter(name, f"<= the number of points ({n_points})", str(k))
+    return k
 
 
 def check_float(
@@ -39,18 +75,45 @@ def check_float(
 ) -> float:
     """Return `value` as a finite float within bounds (strictly above `minimum` if asked)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidInput(f"The {name!r} parameter must be a real number; got {value!r} ({type(value).__name__}).")
+        raise invalid_parameter(name, "a real number", f"{value!r} ({type(value).__name__})")
     value = float(value)
     if not np.isfinite(value):
-        raise InvalidInput(f"The {name!r} parameter must be finite; got {value}.")
+        raise invalid_parameter(name, "finite", str(value))
     if minimum is not None:
         if strict_minimum and value <= minimum:
-            raise InvalidInput(f"The {name!r} parameter must be > {minimum}; got {value}.")
+            raise invalid_parameter(name, f"> {minimum}", str(value))
         if not strict_minimum and value < minimum:
-            raise InvalidInput(f"The {name!r} parameter must be >= {minimum}; got {value}.")
+            raise invalid_parameter(name, f">= {minimum}", str(value))
     if maximum is not None and value > maximum:
-        raise InvalidInput(f"The {name!r} parameter must be <= {maximum}; got {value}.")
+        raise invalid_parameter(name, f"<= {maximum}", str(value))
     return value
+
+
+def param_error(owner: str, name: str, rule: str, value: Any) -> InvalidInput:
+    """A parameter error of an estimator or function `owner` (scikit-learn style: parameter, owner, rule, value)."""
+    return invalid_parameter(name, rule, repr(value), owner)
+
+
+def check_int_param(value: Any, name: str, owner: str, low: int, high: int | None = None, high_name: str = "") -> int:
+    """Return `value` as an int in [low, high] (high None: no bound), else an InvalidInput naming `owner`.
+
+    `high_name` replaces the upper end of the interval in the message, closing bracket included ("n_samples]").
+    """
+    upper = "inf)" if high is None else (high_name or f"{high}]")
+    rule = f"an int in the range [{low}, {upper}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise param_error(owner, name, rule, value)
+    if value < low or (high is not None and value > high):
+        raise param_error(owner, name, rule, value)
+    return int(value)
+
+
+def check_float_param(value: Any, name: str, owner: str, low: float = 0.0) -> float:
+    """Return `value` as a finite float >= low, else an InvalidInput naming `owner`."""
+    rule = f"a float in the range [{low}, inf)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < low:
+        raise param_error(owner, name, rule, value)
+    return float(value)
 
 
 def check_choice(value: Any, name: str, choices: Mapping[str, Any] | list[str] | tuple[str, ...]) -> str:
@@ -143,8 +206,12 @@ def check_index(index: Any, name: str, n: int) -> int:
     return int(index)
 
 
-def check_random_state(seed: Any, name: str = "seed") -> int:
-    """Return a non-negative int seed (None means 0), else raise InvalidInput."""
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Return a seed as a non-negative int (None means 0), else raise InvalidInput.
+
+    lsg-graph's functions take `seed`, an int; only its scikit-learn-style estimators take `random_state` (None, an
+    int or a RandomState, checked by scikit-learn's own sklearn.utils.check_random_state).
+    """
     if seed is None:
         return 0
     return check_int(seed, name, minimum=0, maximum=2**32 - 1)
@@ -163,13 +230,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise InvalidInput(f"Unsupported device {device!r}; expected 'auto', 'cpu' or 'cuda'.")
     return resolved
-
-
-def as_tensor(values: Any, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-    """Return `values` as a torch tensor of `dtype` on `device` (no copy when already so)."""
-    if isinstance(values, torch.Tensor):
-        return values.to(dtype=dtype, device=device)
-    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
 
 _COMBINED: dict[tuple[type, type], type] = {}

@@ -28,20 +28,17 @@ from sklearn.metrics.cluster import contingency_matrix
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from lsg_graph._validation import sklearn_errors
 from lsg_graph._threads import n_jobs_threads
+from lsg_graph._validation import check_float_param, check_int_param, param_error, sklearn_errors
 from lsg_graph.distances import (
     RefineTally,
     block_rows,
     check_distances,
-    check_float_param,
-    check_int_param,
     check_refine_method,
     dijkstra_rows,
     fit_graph,
     leaf_distances_to,
     leaf_edges,
-    param_error,
     refine_leaf_distances,
     refine_pair_distances,
 )
@@ -50,6 +47,7 @@ from lsg_graph.geodesics.landmarks import Landmarks, select_landmarks
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.progress import track
+from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_CLUSTERS, DEFAULT_N_NODES
 
 INIT_METHODS = {
     "k-means++": "D^2 sampling with geodesic distances, one Dijkstra per chosen medoid",
@@ -395,7 +393,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
     def __init__(
         self,
-        n_clusters: int = 8,
+        n_clusters: int = DEFAULT_N_CLUSTERS,
         *,
         init: Any = "k-means++",
         n_init: int = 1,
@@ -405,9 +403,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         metric: str = "graph",
         graph: LatentGraph | None = None,
         decoder: Any = None,
-        n_neighbors: int = 10,
-        n_nodes: int = 8,
-        candidates: int = 1,
+        n_neighbors: int = DEFAULT_K,
+        n_nodes: int = DEFAULT_N_NODES,
+        candidates: int = DEFAULT_CANDIDATES,
         exact_medoid_size: int = 256,
         n_medoid_candidates: int = 16,
         verbose: int = 0,
@@ -754,7 +752,7 @@ class ClusterResult:
 
 def cluster_latent_graph(
     graph: LatentGraph,
-    n_clusters: int = 10,
+    n_clusters: int = DEFAULT_N_CLUSTERS,
     *,
     init: str = "k-means++",
     n_init: int = 1,

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsg_graph._validation import check_choice, check_float, check_int, check_random_state
+from lsg_graph._validation import check_choice, check_float, check_int, check_seed, invalid_parameter, warn
 from lsg_graph.errors import InvalidInput
+from lsg_graph.registry import DATA_SPECS, DEFAULT_DATA, DEFAULT_HELD_OUT_FRACTION, DEFAULT_SEED
 
 __all__ = [
     "DATASETS",
@@ -63,7 +64,16 @@ _CSV_SUFFIXES = (".csv", ".csv.gz")
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A data set of flattened samples: images (n, D) float32, optional int64 labels (n,)."""
+    """A data set of flattened samples (make it with `make_dataset` or `load_dataset`).
+
+    Parameters
+    ----------
+    name : str
+    images : ndarray (n, D) float32
+    labels : ndarray (n,) int64 or None
+    image_shape : tuple of int or None
+        (H, W) or (C, H, W) the D values of a sample unflatten to.
+    """
 
     name: str
     images: np.ndarray
@@ -73,10 +83,10 @@ class Dataset:
     def __post_init__(self) -> None:
         """Check the structure (cheap checks only; `make_dataset` validates values)."""
         if not isinstance(self.images, np.ndarray) or self.images.ndim != 2 or self.images.dtype != np.float32:
-            raise InvalidInput(f"Dataset images must be a 2-D float32 numpy array; got {_describe(self.images)}.")
+            raise InvalidInput(f"Dataset images must be a 2-D float32 numpy array; got {_describe_value(self.images)}.")
         if self.labels is not None:
             if not isinstance(self.labels, np.ndarray) or self.labels.dtype != np.int64 or self.labels.ndim != 1:
-                raise InvalidInput(f"Dataset labels must be a 1-D int64 numpy array; got {_describe(self.labels)}.")
+                raise InvalidInput(f"Dataset labels must be a 1-D int64 numpy array; got {_describe_value(self.labels)}.")
             _check_label_count(self.labels.shape[0], self.images.shape[0])
         if self.image_shape is not None and math.prod(self.image_shape) != self.images.shape[1]:
             raise InvalidInput(
@@ -112,7 +122,21 @@ def make_dataset(
     name: str = "array",
     image_shape: Sequence[int] | None = None,
 ) -> Dataset:
-    """Validate in-memory samples (n, D) or (n, *image_shape) and optional integer labels (n,) into a Dataset."""
+    """Validate in-memory samples and optional labels into a Dataset.
+
+    Parameters
+    ----------
+    images : array-like (n, D) or (n, *image_shape)
+        Samples (flattened, cast to float32).
+    labels : array-like (n,) of int, optional
+    name : str, default "array"
+    image_shape : sequence of int, optional
+        (H, W) or (C, H, W); inferred from 3-D or 4-D `images`.
+
+    Returns
+    -------
+    Dataset
+    """
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"The dataset name must be a non-empty string; got {name!r}.")
     flat, inferred_shape = _check_images(images, "images")
@@ -231,7 +255,7 @@ def _check_subset_indices(indices: Any, n_rows: int) -> np.ndarray:
             raise InvalidInput(f"A boolean subset mask must have shape ({n_rows},); got shape {array.shape}.")
         array = np.flatnonzero(array)
     elif array.size and (array.ndim != 1 or not np.issubdtype(array.dtype, np.integer)):
-        raise InvalidInput(f"Subset indices must be a 1-D array of ints; got {_describe(array)}.")
+        raise InvalidInput(f"Subset indices must be a 1-D array of ints; got {_describe_value(array)}.")
     if array.size == 0:
         raise InvalidInput("A subset must select at least one sample; got no indices.")
     bad = array[(array < 0) | (array >= n_rows)]
@@ -240,7 +264,7 @@ def _check_subset_indices(indices: Any, n_rows: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _describe(value: Any) -> str:
+def _describe_value(value: Any) -> str:
     """Return a short description of a value: shape and dtype for arrays, the type name otherwise."""
     if isinstance(value, np.ndarray):
         return f"shape {value.shape}, dtype {value.dtype}"
@@ -410,7 +434,7 @@ def _join_idx_labels(labels: list[np.ndarray | None], folder: Path) -> np.ndarra
     if all(part is None for part in labels):
         return None
     if any(part is None for part in labels):
-        warnings.warn(f"Only some IDX splits in {str(folder)!r} have label files; loading without labels.", stacklevel=3)
+        warn(f"Only some IDX splits in {str(folder)!r} have label files; loading without labels.")
         return None
     return np.concatenate(labels)
 
@@ -703,18 +727,24 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "npy": load_array_file,
     "csv": _csv_spec,
 }
-_SPEC_FORMS = {
-    "digits": "digits",
-    "idx": "idx:DIR",
-    "npz": "npz:FILE",
-    "npy": "npy:FILE",
-    "csv": "csv:FILE[?label=last|first|none|COL][&scale=S]",
-}
+_SPEC_FORMS = DATA_SPECS  # prefix -> the form a spec takes (the registry names them)
 
 
-def load_dataset(spec: str = "digits") -> Dataset:
-    """Load a data set from a spec: "digits", "idx:DIR", "npz:FILE", "npy:FILE", "csv:FILE" or a path ending in
-    .npz/.npy/.csv/.csv.gz (CSV options: ``csv:FILE?label=first&scale=255``; the label column defaults to the last)."""
+def load_dataset(spec: str = DEFAULT_DATA) -> Dataset:
+    """Load a data set from a spec.
+
+    Parameters
+    ----------
+    spec : str, default "digits"
+        "digits" (embedded), "idx:DIR", "npz:FILE", "npy:FILE", "csv:FILE" (lsg_graph.registry.DATA_SPECS) or a path
+        ending in .npz/.npy/.csv/.csv.gz. CSV options: ``csv:FILE?label=first&scale=255``; the label column defaults
+        to the last.
+
+    Returns
+    -------
+    Dataset
+        Flat float32 samples (n, D), optional labels and image shape.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidInput(f"A dataset spec must be a non-empty string; got {spec!r}. {_valid_specs()}")
     spec = spec.strip()
@@ -739,14 +769,14 @@ def _valid_specs() -> str:
 
 
 def train_test_split_indices(
-    n_samples: int, held_out_fraction: float = 0.2, seed: int = 0
+    n_samples: int, held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION, seed: int = DEFAULT_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return sorted int64 (train, held_out) row indices; held_out has round(fraction * n) rows, clipped to [1, n-1]."""
     n_samples = check_int(n_samples, "n_samples", minimum=2)
     fraction = check_float(held_out_fraction, "held_out_fraction", minimum=0.0, strict_minimum=True)
     if fraction >= 1.0:
-        raise InvalidInput(f"The 'held_out_fraction' parameter must be < 1 (strictly in (0, 1)); got {fraction}.")
-    seed = check_random_state(seed)
+        raise invalid_parameter("held_out_fraction", "< 1 (strictly in (0, 1))", str(fraction))
+    seed = check_seed(seed)
     n_held_out = min(max(round(fraction * n_samples), 1), n_samples - 1)
     order = np.random.default_rng(seed).permutation(n_samples)
     return np.sort(order[n_held_out:]).astype(np.int64), np.sort(order[:n_held_out]).astype(np.int64)

@@ -246,7 +246,22 @@ def check_decoder(decoder: Decoder) -> None:
 
 
 def as_decoder(obj: Any, latent_dim: int | None = None, *, check: bool = True) -> Decoder:
-    """Return `obj` as a Decoder: unchanged if it conforms, else wrapped in CallableDecoder; probe it if `check`."""
+    """Return `obj` as a Decoder: unchanged if it conforms, else wrapped in CallableDecoder.
+
+    Parameters
+    ----------
+    obj : torch module, callable or model
+        A decoder z (n, d) -> mean (n, D) or (mean, std); a model with a zero-argument ``decoder()`` method is
+        replaced by what that returns.
+    latent_dim : int, optional
+        d, when the decoder does not say (a `latent_dim` attribute or a first nn.Linear).
+    check : bool, default True
+        Probe the decoder on a few points (shapes, finiteness, positive std, forward-mode AD).
+
+    Returns
+    -------
+    Decoder
+    """
     model_decoder = getattr(obj, "decoder", None)
     if model_decoder is not None and _zero_argument_callable(model_decoder):
         obj = model_decoder()

@@ -23,7 +23,6 @@ depend on each other. Measurements: docs/estimators.md.
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 from contextlib import AbstractContextManager
@@ -38,46 +37,17 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from lsg_graph._threads import n_jobs_threads
-from lsg_graph._validation import sklearn_errors
+from lsg_graph._validation import check_float_param, check_int_param, param_error, sklearn_errors
 from lsg_graph.errors import ConvergenceWarning, DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
-from lsg_graph.metric import PullbackMetric
+from lsg_graph.metric import PullbackMetric, as_metric
+from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_NODES
 
 BLOCK_BYTES = 64 * 2**20  # bound on one dense block of Dijkstra distances (rows x n float64)
 DISTANCE_KINDS = {
     "graph": "shortest-path lengths in the kNN graph (upper bounds of the geodesic distances)",
     "refined": "graph paths refined into geodesics; a pair keeps its graph distance where refinement fails",
 }
-
-
-# ------------------------------------------------------------------------------------------------ parameter checks
-
-
-def param_error(owner: str, name: str, rule: str, value: Any) -> InvalidInput:
-    """An InvalidInput worded like scikit-learn's parameter validation: parameter, rule and value."""
-    return InvalidInput(f"The {name!r} parameter of {owner} must be {rule}. Got {value!r} instead.")
-
-
-def check_int_param(value: Any, name: str, owner: str, low: int, high: int | None = None, high_name: str = "") -> int:
-    """Return `value` as an int in [low, high] (high None: no bound), else a sklearn-worded InvalidInput.
-
-    `high_name` replaces the upper end of the interval in the message, closing bracket included ("n_samples]").
-    """
-    upper = "inf)" if high is None else (high_name or f"{high}]")
-    rule = f"an int in the range [{low}, {upper}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise param_error(owner, name, rule, value)
-    if value < low or (high is not None and value > high):
-        raise param_error(owner, name, rule, value)
-    return int(value)
-
-
-def check_float_param(value: Any, name: str, owner: str, low: float = 0.0) -> float:
-    """Return `value` as a finite float >= low, else a sklearn-worded InvalidInput."""
-    rule = f"a float in the range [{low}, inf)"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < low:
-        raise param_error(owner, name, rule, value)
-    return float(value)
 
 
 # ------------------------------------------------------------------------------------------------ graph helpers
@@ -99,9 +69,7 @@ def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
     """The metric that measures edges: PullbackMetric(decoder), or Euclidean (identity decoder) when it is None."""
     if decoder is None:
         return PullbackMetric(EuclideanDecoder(latent_dim))
-    metric = decoder if isinstance(decoder, PullbackMetric) else PullbackMetric(decoder)
-    if not metric.latent_dim_known:  # d from X (a copy: the estimator's parameter is not changed)
-        metric = PullbackMetric(metric._pending, metric.chunk_size, latent_dim=latent_dim)
+    metric = as_metric(decoder, np.empty((0, latent_dim)))  # d from X on a copy: the parameter is not changed
     if metric.latent_dim != latent_dim:
         raise InvalidInput(
             f"The decoder expects latent codes of dimension {metric.latent_dim}; X has {latent_dim} columns."
@@ -348,9 +316,9 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         self,
         *,
         decoder: Any = None,
-        n_neighbors: int = 10,
-        n_nodes: int = 8,
-        candidates: int = 1,
+        n_neighbors: int = DEFAULT_K,
+        n_nodes: int = DEFAULT_N_NODES,
+        candidates: int = DEFAULT_CANDIDATES,
         graph: LatentGraph | None = None,
         verbose: int = 0,
         distances: str = "graph",
@@ -462,9 +430,9 @@ def geodesic_distances(
     *,
     graph: LatentGraph | None = None,
     decoder: Any = None,
-    n_neighbors: int = 10,
-    n_nodes: int = 8,
-    candidates: int = 1,
+    n_neighbors: int = DEFAULT_K,
+    n_nodes: int = DEFAULT_N_NODES,
+    candidates: int = DEFAULT_CANDIDATES,
     distances: str = "graph",
     refine_method: str = "auto",
     n_jobs: int | None = None,

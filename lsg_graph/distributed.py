@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 
 from lsg_graph._validation import check_codes, check_int, check_positive_int
 from lsg_graph.errors import InvalidInput, LsgGraphError
-from lsg_graph.graph.weights import DEFAULT_NODES, check_metric, default_points_per_chunk, edge_lengths
+from lsg_graph.graph.weights import check_metric, default_points_per_chunk, edge_lengths
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.registry import DEFAULT_N_NODES, DEFAULT_VARIANCE
 
 CHUNKS_PER_BLOCK = 8  # local chunks per task: 8 x 512 edges (T = 8) keeps a task well above Ray's ~1 ms overhead
 IN_FLIGHT = 2  # tasks queued per actor, so an actor never waits for the driver between blocks
@@ -64,9 +65,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def model_spec(vae: Any, variance: str = "rbf") -> dict[str, Any]:
+def model_spec(vae: Any, variance: str = DEFAULT_VARIANCE) -> dict[str, Any]:
     """The VAE as plain data: {"kind": "vae", "config": JSON dict, "state": {name: ndarray}, "rbf_fitted", "variance"}."""
-    from lsg_graph.vae import VAE
+    from lsg_graph.model import VAE
 
     if not isinstance(vae, VAE):
         raise InvalidInput(f"model must be a lsg_graph VAE; got {type(vae).__name__}.")
@@ -80,7 +81,7 @@ def metric_from_spec(spec: dict[str, Any], threads: int = 1) -> PullbackMetric:
     torch.set_num_threads(threads)
     if spec["kind"] == "metric":
         return spec["metric"]
-    from lsg_graph.vae import VAE, VAEConfig
+    from lsg_graph.model import VAE, VAEConfig
 
     vae = VAE(VAEConfig.from_dict(spec["config"]))
     tensors = {name: torch.from_numpy(np.array(array)) for name, array in spec["state"].items()}
@@ -182,7 +183,7 @@ class RayExecutor:
         variance = getattr(metric.decoder, "variance", "rbf")
         model = self.model
         if model is None and self.run_dir is not None:
-            from lsg_graph.vae import VAE
+            from lsg_graph.model import VAE
 
             model = VAE.load(self.run_dir)
         if model is not None:
@@ -244,7 +245,7 @@ class RayExecutor:
         metric: PullbackMetric,
         starts: Any,
         ends: Any,
-        n_nodes: int = DEFAULT_NODES,
+        n_nodes: int = DEFAULT_N_NODES,
         progress: bool = False,
     ) -> np.ndarray:
         """Metric lengths (E,) float64 of the segments starts[e] -> ends[e] (E, d), like `weights.edge_lengths`."""

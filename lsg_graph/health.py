@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from lsg_graph._validation import check_int, check_positive_int, check_random_state
+from lsg_graph._validation import check_int, check_positive_int, check_seed
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.refine import refine_geodesics
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.registry import DEFAULT_HEALTH_PAIRS, DEFAULT_SEED
 
 OFF_DATA_SPACINGS = 1.5
 MIN_SIGMA_RATIO = 3.0
@@ -74,7 +75,7 @@ def off_data_points(codes: np.ndarray, n_points: int, rng: np.random.Generator) 
 
 
 def geometry_health(
-    metric: PullbackMetric, graph: LatentGraph, *, n_pairs: int = 8, n_off_data: int = 500, seed: int = 0
+    metric: PullbackMetric, graph: LatentGraph, *, n_pairs: int = DEFAULT_HEALTH_PAIRS, n_off_data: int = 500, seed: int = DEFAULT_SEED
 ) -> GeometryHealth:
     """Measure the sigma ratio and the graph's stretch of a run (see the module docstring).
 
@@ -99,7 +100,7 @@ def geometry_health(
         raise InvalidInput("geometry_health needs a PullbackMetric and a LatentGraph.")
     n_pairs = check_positive_int(n_pairs, "n_pairs")
     n_off_data = check_int(n_off_data, "n_off_data", minimum=1)
-    rng = np.random.default_rng(check_random_state(seed))
+    rng = np.random.default_rng(check_seed(seed))
     codes = np.asarray(graph.codes, dtype=np.float64)
     problems: list[str] = []
     sigma_on = sigma_off = ratio = None

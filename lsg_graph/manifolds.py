@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lsg_graph._validation import check_array, check_int, check_positive_int, check_random_state
+from lsg_graph._validation import check_array, check_int, check_positive_int, check_seed
 from lsg_graph.errors import InvalidInput
+from lsg_graph.registry import DEFAULT_SEED
 
 
 class AnalyticDecoder:
@@ -64,10 +65,10 @@ class AnalyticDecoder:
         """Exact geodesic points for a, b (n, 1, d) at times t (1, m, 1) in [0, 1]."""
         raise NotImplementedError
 
-    def sample(self, n: int, seed: int | None = 0) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = DEFAULT_SEED) -> np.ndarray:
         """Return n points (n, d) float64 drawn from `domain` with a numpy Generator seeded by `seed`."""
         n = check_positive_int(n, "n")
-        return self._sample(n, np.random.default_rng(check_random_state(seed)))
+        return self._sample(n, np.random.default_rng(check_seed(seed)))
 
     def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw n points from the domain."""

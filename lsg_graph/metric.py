@@ -53,6 +53,15 @@ class PullbackMetric:
     dimensions costs n * d rows); memory grows with chunk_size * (2 * output_dim). Inputs (numpy arrays or tensors)
     are cast to the decoder's device and dtype (float32 and float64 both work); a decoder without parameters (and
     no `device`/`dtype` attributes) computes in the input's own device and floating dtype.
+
+    Parameters
+    ----------
+    decoder : Decoder or torch module or callable
+        Anything `lsg_graph.decoder.as_decoder` accepts: z (n, d) -> mean (n, D) or (mean, std).
+    chunk_size : int, default 65536
+        Rows passed to the decoder in one call.
+    latent_dim : int, optional
+        d, when the decoder does not say; otherwise taken from the first points the metric sees.
     """
 
     def __init__(self, decoder: Decoder | Any, chunk_size: int = 65536, latent_dim: int | None = None) -> None:
@@ -401,3 +410,27 @@ class PullbackMetric:
             solution = solution.clone()
             solution[singular] = torch.linalg.pinv(system[singular], hermitian=True) @ rhs[singular]
         return solution.squeeze(-1)
+
+
+def as_metric(metric: Any, points: Any = None) -> PullbackMetric:
+    """The one coercion to a metric: `metric` itself when it is a PullbackMetric, else a PullbackMetric wrapping it.
+
+    Parameters
+    ----------
+    metric : PullbackMetric or decoder
+        A metric, or anything `lsg_graph.decoder.as_decoder` accepts (a torch module or callable z -> mean or
+        (mean, std)).
+    points : array-like (n, d), optional
+        Latent points the metric will see. When the metric's latent dimension is not known yet it is taken from
+        their last axis, on a new PullbackMetric: the argument is never changed.
+
+    Returns
+    -------
+    PullbackMetric
+    """
+    metric = metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
+    if not metric.latent_dim_known and points is not None:
+        shape = np.shape(points)
+        if len(shape) >= 2:
+            metric = PullbackMetric(metric._pending, metric.chunk_size, latent_dim=int(shape[-1]))
+    return metric

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,42 @@ import numpy as np
 import torch
 
 from lsg_graph import _io
-from lsg_graph._validation import check_choice, check_codes, check_int, check_random_state, resolve_device
+from lsg_graph._validation import (
+    check_choice,
+    check_codes,
+    check_int,
+    check_seed,
+    invalid_parameter,
+    resolve_device,
+    warn,
+)
 from lsg_graph.data import Dataset, load_dataset, train_test_split_indices
 from lsg_graph.errors import ArtifactError, InvalidInput, ResourceLimitError, StaleArtifactError
 from lsg_graph.graph.knn import BACKEND_CHOICES
-from lsg_graph.graph.latent_graph import DEFAULT_K, GRAPH_FILE, LatentGraph, build_latent_graph
+from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph, build_latent_graph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
+from lsg_graph.registry import (
+    DEFAULT_BACKEND,
+    DEFAULT_CANDIDATES,
+    DEFAULT_DATA,
+    DEFAULT_DEVICE,
+    DEFAULT_HEALTH_PAIRS,
+    DEFAULT_HELD_OUT_FRACTION,
+    DEFAULT_IWAE_SAMPLES,
+    DEFAULT_K,
+    DEFAULT_N_CLUSTERS,
+    DEFAULT_N_NODES,
+    DEFAULT_REFINE,
+    DEFAULT_SEED,
+    DEFAULT_VARIANCE,
+    DEFAULT_WALK_KIND,
+)
 from lsg_graph.user_model import UserModel
-from lsg_graph.vae import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 
 DEFAULT_RUN_DIR = "lsg-out"
 MODEL_FILE = "model.safetensors"
-HELD_OUT_FRACTION = 0.2
+HELD_OUT_FRACTION = DEFAULT_HELD_OUT_FRACTION
 MAX_WORK_ENV = "LSG_GRAPH_MAX_WORK"  # override: decoder evaluations x parameters one command may need
 MAX_MEMORY_ENV = "LSG_GRAPH_MAX_MEMORY"  # override: bytes one command may allocate at once
 DEFAULT_MAX_WORK = 2 * 10**13  # about half an hour of CPU time at 1e10 multiply-adds per second
@@ -75,10 +98,10 @@ def _split(dataset: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def train_run(
     run_dir: str | Path = DEFAULT_RUN_DIR,
-    data: str = "digits",
-    seed: int = 0,
+    data: str = DEFAULT_DATA,
+    seed: int = DEFAULT_SEED,
     progress: bool = True,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     **config_overrides: Any,
 ) -> TrainSummary:
     """Train the VAE (both stages) on the train split of `data` on `device` and save it into `run_dir`.
@@ -89,7 +112,7 @@ def train_run(
     ones together, and the old graph (built from the old model) is removed with them; a failure or kill at any
     point leaves the previous complete run. A second writer on the same run is refused (RunLockedError).
     """
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     run_dir = check_run_dir(run_dir)
     torch_device = resolve_device(device)
     dataset = load_dataset(data)
@@ -209,13 +232,13 @@ def run_data_spec(run_dir: str | Path, vae: VAE | None = None) -> tuple[str, int
     return spec, split_seed
 
 
-def load_model(run_dir: str | Path, device: str = "auto") -> VAE:
+def load_model(run_dir: str | Path, device: str = DEFAULT_DEVICE) -> VAE:
     """Load the trained VAE of a run directory onto `device`."""
     return VAE.load(run_dir, device=str(resolve_device(device)))
 
 
 def evaluate_run(
-    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = 256, seed: int = 0, device: str = "auto",
+    run_dir: str | Path = DEFAULT_RUN_DIR, n_samples: int = DEFAULT_IWAE_SAMPLES, seed: int = DEFAULT_SEED, device: str = DEFAULT_DEVICE,
     progress: bool = False,
 ) -> PaperClaims:
     """The paper's claims (sigma extrapolation, held-out IWAE log-likelihood) for the run's model, on `device`."""
@@ -223,7 +246,7 @@ def evaluate_run(
     from lsg_graph._validation import check_positive_int
 
     n_samples = check_positive_int(n_samples, "n_samples")
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     vae = load_model(run_dir, device)
     data, split_seed = run_data_spec(run_dir, vae)
     with _progress.stage("load and encode the data", total=1, unit="step", show=progress) as bar:
@@ -248,12 +271,12 @@ def build_run(
     data: str | None = None,
     *,
     k: int = DEFAULT_K,
-    n_nodes: int = 8,
-    backend: str = "auto",
-    device: str = "auto",
-    candidates: int = 1,
-    seed: int = 0,
-    variance: str = "rbf",
+    n_nodes: int = DEFAULT_N_NODES,
+    backend: str = DEFAULT_BACKEND,
+    device: str = DEFAULT_DEVICE,
+    candidates: int = DEFAULT_CANDIDATES,
+    seed: int = DEFAULT_SEED,
+    variance: str = DEFAULT_VARIANCE,
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
@@ -275,7 +298,7 @@ def build_run(
     from lsg_graph._validation import check_positive_int
 
     run_dir = check_run_dir(run_dir)
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     k = check_int(k, "k", minimum=1)
     n_nodes = check_positive_int(n_nodes, "n_nodes")
     candidates = check_positive_int(candidates, "candidates")
@@ -347,13 +370,12 @@ def _warn_if_raw_pixels(dataset: Dataset, spec: str) -> None:
     images = dataset.images
     low, high = float(images.min()), float(images.max())
     if low >= 0.0 and 1.0 < high <= 255.0 and bool(np.all(images == np.round(images))):
-        warnings.warn(
+        warn(
             f"The data {spec!r} hold integers in [{low:g}, {high:g}], like raw 0-255 pixels, but are used as they are "
             "(only IDX files and the digits are scaled on loading); the sigmoid mean decoder needs values in [0, 1]. "
             "Divide the samples by 255 (e.g. np.savez(path, x=x / 255.0)) before training, unless these are counts "
             "meant in their own units.",
             UserWarning,
-            stacklevel=3,
         )
 
 
@@ -383,11 +405,10 @@ def _check_data_matches(vae: VAE, dataset: Dataset, spec: str) -> bool:
     if not isinstance(record, dict) or record.get("spec") != absolute_spec(spec):
         return False
     if record.get("sha256") not in (None, data_fingerprint(dataset)):
-        warnings.warn(
+        warn(
             f"The data {spec!r} changed since the model was trained on them (their sha256 differs from the one "
             "recorded in the model); the codes are those of the current data.",
             UserWarning,
-            stacklevel=3,
         )
     return True
 
@@ -450,10 +471,10 @@ def build_user_run(
     user: UserModel,
     *,
     k: int = DEFAULT_K,
-    n_nodes: int = 8,
-    backend: str = "auto",
-    device: str = "auto",
-    candidates: int = 1,
+    n_nodes: int = DEFAULT_N_NODES,
+    backend: str = DEFAULT_BACKEND,
+    device: str = DEFAULT_DEVICE,
+    candidates: int = DEFAULT_CANDIDATES,
     progress: bool = True,
 ) -> BuildSummary:
     """Build the latent graph over a user's codes with the user's decoder (no model of ours) and save it.
@@ -558,7 +579,7 @@ def check_graph_binding(run_dir: str | Path, graph: LatentGraph, checksum: str |
 
 
 def load_metric(
-    run_dir: str | Path, graph: LatentGraph, device: str = "auto", user: UserModel | None = None
+    run_dir: str | Path, graph: LatentGraph, device: str = DEFAULT_DEVICE, user: UserModel | None = None
 ) -> PullbackMetric:
     """The pullback metric of the run's decoder (the variance the graph was built with), checked against the graph:
     the model must be the one the graph records and have the graph's latent dimension. With `user`: the metric of
@@ -618,7 +639,7 @@ def parse_point(text: str) -> int | np.ndarray:
 
 def ensure_graph(
     run_dir: str | Path,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
@@ -641,7 +662,7 @@ def ensure_graph(
                     check_graph_binding(run_dir, graph)
                     return graph, None
                 except StaleArtifactError as exc:
-                    warnings.warn(f"{exc} Rebuilding it now.", UserWarning, stacklevel=2)
+                    warn(f"{exc} Rebuilding it now.", UserWarning)
         if user is None:
             kept = {name: graph.params[name] for name in ("k", "n_nodes", "candidates", "variance") if name in graph.params}
     summary = build_run(run_dir, device=device, progress=progress, user=user, train_if_missing=train_if_missing, **kept)
@@ -688,7 +709,7 @@ def attach_points(
     run_dir: str | Path,
     graph: LatentGraph,
     points: list[int | np.ndarray],
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     user: UserModel | None = None,
     metric: PullbackMetric | None = None,
 ) -> tuple[LatentGraph, list[int], PullbackMetric | None]:
@@ -719,9 +740,9 @@ def geodesic_run(
     run_dir: str | Path,
     source: int | np.ndarray,
     target: int | np.ndarray,
-    refine: str = "auto",
+    refine: str = DEFAULT_REFINE,
     out: str | Path | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     user: UserModel | None = None,
     progress: bool = True,
     refine_options: dict[str, Any] | None = None,
@@ -779,7 +800,7 @@ def _curve_points(path: Any, refined: Any, points: int | None) -> np.ndarray:
     """The curve written by `geodesic --out`: the solver's points, or `points` rows sampled along the curve."""
     if refined is not None:
         return refined.points if points is None else refined.sample(int(points))
-    return path.points if points is None else _resample(path.points, int(points))
+    return path.points if points is None else _resample_polyline(path.points, int(points))
 
 
 def _geodesic_strip(
@@ -795,7 +816,7 @@ def _geodesic_strip(
             f"--strip needs image outputs: the decoder returns {metric.output_dim} values per point, not a square "
             "image of at least 4 x 4 pixels."
         )
-    along = refined.sample(STRIP_POINTS) if refined is not None else _resample(path.points, STRIP_POINTS)
+    along = refined.sample(STRIP_POINTS) if refined is not None else _resample_polyline(path.points, STRIP_POINTS)
     start, end = path.points[0], path.points[-1]
     line = start[None, :] + np.linspace(0.0, 1.0, STRIP_POINTS)[:, None] * (end - start)[None, :]
     kind = "geodesic" if refined is not None else "graph path"
@@ -805,7 +826,7 @@ def _geodesic_strip(
 
 
 def health_run(
-    run_dir: str | Path, n_pairs: int = 8, seed: int = 0, device: str = "auto", progress: bool = True
+    run_dir: str | Path, n_pairs: int = DEFAULT_HEALTH_PAIRS, seed: int = DEFAULT_SEED, device: str = DEFAULT_DEVICE, progress: bool = True
 ) -> Any:
     """The geometry health check (lsg_graph.health.geometry_health) of a run's model and graph (built if missing)."""
     from lsg_graph.health import geometry_health
@@ -829,12 +850,12 @@ class ClusterSummary:
 
 def cluster_run(
     run_dir: str | Path = DEFAULT_RUN_DIR,
-    n_clusters: int = 10,
+    n_clusters: int = DEFAULT_N_CLUSTERS,
     *,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     n_init: int = 1,
     figure: bool = True,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
@@ -850,7 +871,7 @@ def cluster_run(
     from lsg_graph._validation import check_int, check_positive_int
     from lsg_graph.cluster import cluster_latent_graph, clustering_scores
 
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     n_init = check_positive_int(n_init, "n_init")
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1)
     graph, built = ensure_graph(run_dir, device, progress, user, train_if_missing)
@@ -937,12 +958,12 @@ def walk_run(
     start: int | np.ndarray = 0,
     *,
     n_steps: int = 100,
-    kind: str = "metric",
+    kind: str = DEFAULT_WALK_KIND,
     step_size: float | None = None,
     n_walkers: int = 8,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     figures: bool = True,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
@@ -960,7 +981,7 @@ def walk_run(
     check_choice(kind, "walk kind", WALK_KINDS)
     n_walkers = check_positive_int(n_walkers, "walkers")
     n_steps = check_positive_int(n_steps, "n_steps")
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
     start_node = None
     if isinstance(start, (int, np.integer)):
@@ -1040,7 +1061,7 @@ def straight_lengths(metric: PullbackMetric, starts: np.ndarray, ends: np.ndarra
         return metric.curve_length(torch.from_numpy(lines)).to(torch.float64).cpu().numpy()
 
 
-def auto_pairs(graph: LatentGraph, metric: PullbackMetric, n_pairs: int, seed: int = 0, n_candidates: int = 40) -> np.ndarray:
+def auto_pairs(graph: LatentGraph, metric: PullbackMetric, n_pairs: int, seed: int = DEFAULT_SEED, n_candidates: int = 40) -> np.ndarray:
     """Node pairs whose straight segment is longest relative to the graph path (where geodesics bend the most).
 
     Among `n_candidates` seeded far pairs (different labels when labelled), the score is straight metric length /
@@ -1074,10 +1095,10 @@ def plot_run(
     *,
     n_pairs: int = 3,
     auto: bool = False,
-    refine: str = "auto",
-    seed: int = 0,
+    refine: str = DEFAULT_REFINE,
+    seed: int = DEFAULT_SEED,
     out: str | Path | None = None,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     progress: bool = True,
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
@@ -1103,7 +1124,7 @@ def plot_run(
 
     check_choice(refine, "refinement method", REFINE_METHODS)
     check_choice(fmt, "figure format", {name: name for name in FORMATS})
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     if pairs is None:
         n_pairs = check_positive_int(n_pairs, "n_pairs")
     graph, _ = ensure_graph(run_dir, device, progress, user, train_if_missing)
@@ -1112,7 +1133,7 @@ def plot_run(
     if pairs is None:
         n_possible = graph.n_points * (graph.n_points - 1) // 2
         if n_pairs > n_possible:
-            raise InvalidInput(f"The 'n_pairs' parameter must be <= {n_possible}, the node pairs of the graph; got {n_pairs}.")
+            raise invalid_parameter("n_pairs", f"<= {n_possible}, the node pairs of the graph", str(n_pairs))
     n_requested = n_pairs if pairs is None else len(pairs)
     check_request(
         "plot",
@@ -1156,7 +1177,7 @@ def plot_run(
     strip_paths: list[Path] = []
     image_shape = _image_shape(Path(run_dir), metric.output_dim)
     if strips and image_shape is not None and curves:
-        along = np.stack([_resample(curve, STRIP_POINTS) for curve in curves])
+        along = np.stack([_resample_polyline(curve, STRIP_POINTS) for curve in curves])
         t = np.linspace(0.0, 1.0, STRIP_POINTS)[None, :, None]
         lines = starts[:, None, :] + t * (ends - starts)[:, None, :]
         names = [f"{kind}\n{a}\u2192{b}" for a, b in ids.tolist()]
@@ -1166,7 +1187,7 @@ def plot_run(
     return PlotSummary(path, ids, geodesics, [path.length for path in paths], straight.tolist(), strip_paths)
 
 
-def _resample(curve: np.ndarray, n: int) -> np.ndarray:
+def _resample_polyline(curve: np.ndarray, n: int) -> np.ndarray:
     """n points (n, d) at equal Euclidean arc length along a polyline (m, d)."""
     steps = np.linalg.norm(np.diff(curve, axis=0), axis=1)
     arc = np.concatenate([[0.0], np.cumsum(steps)])

@@ -20,8 +20,9 @@ import torch
 from lsg_graph._io import atomic_path
 from lsg_graph._validation import check_array, check_codes, check_float, check_int, check_labels
 from lsg_graph.errors import InvalidInput
-from lsg_graph.metric import PullbackMetric
+from lsg_graph.metric import PullbackMetric, as_metric
 from lsg_graph.progress import stage
+from lsg_graph.registry import DEFAULT_DPI, FIGURE_FORMATS
 from lsg_graph.walks import WalkResult
 
 __all__ = [
@@ -38,11 +39,10 @@ __all__ = [
 FIGURE_INCHES = (9.0, 6.0)  # magnification maps: 900 x 600 pixels at the default dpi of 100 (legends at the right)
 CLUSTER_INCHES = (7.0, 6.0)  # one cluster map: 700 x 600 pixels at dpi 100
 PANEL_INCHES = 5.0  # cluster comparison: one square panel of 5 inches per clustering
-DEFAULT_DPI = 100
 MARGIN = 0.1  # default bounds: the codes' extent plus this fraction of the larger side on every side
 PLANE_NOTE = "plane through the codes' mean spanned by their first two principal directions"
 PCA_TITLE = "PCA plane of the codes"
-FORMATS = ("png", "svg", "pdf")
+FORMATS = FIGURE_FORMATS
 STRIP_TITLE_INCHES = 1.0  # left margin of an image strip with row titles
 STRIP_HEADER_INCHES = 0.3  # top margin of an image strip with column titles
 STRIP_DPI = 80
@@ -92,11 +92,6 @@ class MagnificationGrid:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _as_metric(metric: Any) -> PullbackMetric:
-    """A PullbackMetric, or one wrapping anything `as_decoder` accepts."""
-    return metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
-
-
 def latent_plane(codes: np.ndarray | None, latent_dim: int) -> tuple[np.ndarray, np.ndarray, str]:
     """origin (d,), orthonormal basis (2, d) and a description of the plane the figures show."""
     if latent_dim < 2:
@@ -140,7 +135,7 @@ def magnification_grid(
     bounds (xmin, xmax, ymin, ymax) in plane coordinates, default the codes' extent plus `margin`. For d > 2 the
     grid lies on the plane through the codes' mean spanned by their first two principal directions (codes needed).
     """
-    metric = _as_metric(metric)
+    metric = as_metric(metric)
     resolution = check_int(resolution, "resolution", minimum=2)
     margin = check_float(margin, "margin", minimum=0.0)
     codes = None if codes is None else check_codes(codes, "codes", latent_dim=metric.latent_dim)
@@ -305,7 +300,7 @@ def _check_curves(curves: Any, latent_dim: int) -> list[np.ndarray]:
     return [check_codes(curve, f"curves[{i}]", latent_dim=latent_dim, min_rows=2) for i, curve in enumerate(curves)]
 
 
-def _check_pairs(pairs: Any, latent_dim: int) -> np.ndarray:
+def _check_straight_pairs(pairs: Any, latent_dim: int) -> np.ndarray:
     """Straight-line end points (k, 2, d)."""
     if pairs is None:
         return np.zeros((0, 2, latent_dim))
@@ -436,7 +431,7 @@ def plot_magnification(
     margin; a precomputed `grid` is reused as is. The format follows the suffix of `out` (.png, .svg, .pdf).
     resolution: grid points per side (None: `default_resolution(d)`, 200 at d = 2); progress: a bar on stderr.
     """
-    metric = _as_metric(metric)
+    metric = as_metric(metric)
     out = _check_out(out)
     dpi = check_int(dpi, "dpi", minimum=10)
     width, height = _check_size(size, FIGURE_INCHES)
@@ -447,7 +442,7 @@ def plot_magnification(
     curves = _check_curves(curves, metric.latent_dim)
     if curve_labels is not None:
         curve_labels = _check_titles(curve_labels, len(curves), "curve_labels")
-    pairs = _check_pairs(straight_pairs, metric.latent_dim)
+    pairs = _check_straight_pairs(straight_pairs, metric.latent_dim)
     walks = _check_walks(walks, metric.latent_dim)
     if grid is None:
         extent = _extent_points(codes, curves, pairs, walks)
@@ -635,7 +630,7 @@ def plot_clusters(
     figure = _figure(*CLUSTER_INCHES, dpi)
     axes = figure.add_subplot(1, 1, 1)
     if metric is not None:
-        metric = _as_metric(metric)
+        metric = as_metric(metric)
         if metric.latent_dim != latent_dim:
             raise InvalidInput(f"codes have dimension {latent_dim} but the metric's latent_dim is {metric.latent_dim}.")
         grid = magnification_grid(metric, bounds=bounds, codes=codes, resolution=resolution)
@@ -732,7 +727,7 @@ def plot_cluster_comparison(
         raise InvalidInput("plot_cluster_comparison needs at least one ClusterPanel.")
     panels = [ClusterPanel(p.title, check_labels(p.labels, codes.shape[0]), p.centers, p.palette) for p in panels]
     if grid is None and metric is not None:
-        metric = _as_metric(metric)
+        metric = as_metric(metric)
         resolution = default_resolution(codes.shape[1], 150) if resolution is None else resolution
         grid = magnification_grid(metric, codes=codes, resolution=resolution, progress=progress)
     if grid is not None:

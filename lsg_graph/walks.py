@@ -32,9 +32,10 @@ import torch
 from torch import Tensor
 
 from lsg_graph._threads import one_thread as _one_cpu_thread
-from lsg_graph._validation import check_choice, check_codes, check_float, check_positive_int, check_random_state
+from lsg_graph._validation import check_choice, check_codes, check_float, check_positive_int, check_seed
 from lsg_graph.errors import InvalidInput
-from lsg_graph.metric import PullbackMetric
+from lsg_graph.metric import PullbackMetric, as_metric
+from lsg_graph.registry import DEFAULT_SEED, DEFAULT_WALK_KIND
 
 __all__ = [
     "DRIFT_METHODS",
@@ -132,17 +133,7 @@ class _Local:
         )
 
 
-def _as_metric(metric: Any, points: Any = None) -> PullbackMetric:
-    """A PullbackMetric, or one wrapping anything `as_decoder` accepts; d from `points` (n, d) if not known."""
-    metric = metric if isinstance(metric, PullbackMetric) else PullbackMetric(metric)
-    if not metric.latent_dim_known and points is not None:
-        array = np.asarray(points)
-        if array.ndim >= 2:
-            metric.bind_latent_dim(array.shape[-1])
-    return metric
-
-
-def _working(metric: PullbackMetric, z: Tensor) -> Tensor:
+def _on_metric_device(metric: PullbackMetric, z: Tensor) -> Tensor:
     """z on the metric's device and in its dtype (the decoder's, else z's own)."""
     return z.to(device=metric.device or z.device, dtype=metric.dtype or z.dtype)
 
@@ -174,7 +165,7 @@ def _cholesky(metric_tensors: Tensor, rcond: float) -> tuple[Tensor, Tensor]:
 
 def _metric_derivatives(metric: PullbackMetric, z: Tensor) -> tuple[Tensor, Tensor]:
     """M(z) (n, d, d) and its partial derivatives dM[:, j] = d_j M (n, d, d, d), by one batched forward-mode jvp."""
-    z = _working(metric, z)
+    z = _on_metric_device(metric, z)
     n, d = z.shape
     repeated = z.repeat(d, 1)
     tangents = torch.eye(d, device=z.device, dtype=z.dtype).repeat_interleave(n, dim=0)
@@ -207,7 +198,7 @@ def _drift_expanded(metric: PullbackMetric, z: Tensor, rcond: float) -> Tensor:
 
 def _drift_divergence(metric: PullbackMetric, z: Tensor, rcond: float) -> Tensor:
     """Brownian drift (n, d) float64 as 1/2 (1/sqrt det M) d_j F^ij, F = sqrt(det M) M^-1 differentiated by a jvp."""
-    z = _working(metric, z)
+    z = _on_metric_device(metric, z)
     with torch.no_grad():
         singular = _singular_rows(metric.metric_tensor(z).to(torch.float64), rcond)
     drift = torch.full(z.shape, torch.nan, dtype=torch.float64, device=z.device)
@@ -242,7 +233,7 @@ def brownian_drift(metric: Any, z: Any, method: str = "expanded", rcond: float |
     (what the walks use); "divergence": forward-mode AD of z -> sqrt(det M(z)) M(z)^-1 itself (a reference). Units:
     latent units per unit time. Rows where M is singular (see the module docstring) are NaN.
     """
-    metric = _as_metric(metric, z)
+    metric = as_metric(metric, z)
     check_choice(method, "drift method", DRIFT_METHODS)
     points = torch.from_numpy(check_codes(z, "z", latent_dim=metric.latent_dim))
     rcond = _check_rcond(rcond, metric)
@@ -251,13 +242,13 @@ def brownian_drift(metric: Any, z: Any, method: str = "expanded", rcond: float |
 
 
 def step_covariance(
-    metric: Any, z: Any, step_size: float, kind: str = "metric", rcond: float | None = None
+    metric: Any, z: Any, step_size: float, kind: str = DEFAULT_WALK_KIND, rcond: float | None = None
 ) -> np.ndarray:
     """Exact covariance (n, d, d) float64 of one step of `kind` from each point z (n, d): s I or s M(z)^-1.
 
     Rows where M is singular (see the module docstring) are NaN: no step is taken there.
     """
-    metric = _as_metric(metric, z)
+    metric = as_metric(metric, z)
     check_choice(kind, "walk kind", WALK_KINDS)
     step_size = check_float(step_size, "step_size", minimum=0.0, strict_minimum=True)
     points = check_codes(z, "z", latent_dim=metric.latent_dim)
@@ -282,7 +273,7 @@ def _local(metric: PullbackMetric, z: Tensor, kind: WalkKind, rcond: float) -> _
         if kind.uses_drift:
             values, derivatives = _metric_derivatives(metric, z)
         else:
-            values, derivatives = metric.metric_tensor(_working(metric, z)), None
+            values, derivatives = metric.metric_tensor(_on_metric_device(metric, z)), None
     cholesky, singular = _cholesky(values.to(z.device), rcond)
     drift = None if derivatives is None else _expanded_drift(cholesky, derivatives.to(z.device))
     if drift is not None:
@@ -372,7 +363,7 @@ def _check_rcond(rcond: float | None, metric: PullbackMetric) -> float:
 
 def decode_means(metric: Any, points: Any) -> np.ndarray:
     """Decoder means (..., D) float64 at latent points (..., d), batched by the metric's chunk size, no gradients."""
-    metric = _as_metric(metric, points)
+    metric = as_metric(metric, points)
     array = np.asarray(points, dtype=np.float64)
     flat = check_codes(array.reshape(-1, array.shape[-1]), "points", latent_dim=metric.latent_dim)
     device, dtype = metric.device, metric.dtype or torch.float64
@@ -389,26 +380,48 @@ def random_walks(
     starts: Any,
     n_steps: int,
     step_size: float,
-    kind: str = "metric",
-    seed: int = 0,
+    kind: str = DEFAULT_WALK_KIND,
+    seed: int = DEFAULT_SEED,
     decode: bool = False,
     rcond: float | None = None,
     boundary: Boundary | None = None,
 ) -> WalkResult:
-    """Run w walkers from `starts` (w, d) for n_steps steps of size s = step_size (latent units^2) of a WALK_KINDS kind.
+    """Random walks in the latent space: w walkers for n_steps steps of size s of one kind.
 
-    metric: a PullbackMetric (or a decoder to wrap). seed: the torch.Generator seed (same seed, same walks; kinds
-    share the noise). decode: also return the decoder means at every point. rcond: eigenvalue ratio below which M
-    counts as singular (default 100 * eps of the metric's dtype); such steps are held and counted (module
-    docstring). boundary: optional map applied to every proposal (w, d) tensor, e.g. to reflect a chart coordinate
-    at its ends or wrap a periodic one; it must return equivalent chart points of the same shape.
+    Parameters
+    ----------
+    metric : PullbackMetric or decoder
+        The metric (a decoder is wrapped, lsg_graph.metric.as_metric).
+    starts : array-like (w, d)
+        Start points, one per walker.
+    n_steps : int
+        Steps per walker.
+    step_size : float
+        Step size s > 0, in latent units squared.
+    kind : {"euclidean", "metric", "brownian"}, default "metric"
+        Covariance s I, s M^-1, or s M^-1 plus the manifold drift (lsg_graph.registry.WALK_KINDS).
+    seed : int, default 0
+        Seed of the noise (same seed, same walks; kinds share the noise).
+    decode : bool, default False
+        Also return the decoder means at every point.
+    rcond : float, optional
+        Eigenvalue ratio below which M counts as singular (default 100 * eps of the metric's dtype); such steps are
+        held and counted (module docstring).
+    boundary : callable, optional
+        Map applied to every proposal (w, d) tensor, e.g. to reflect a chart coordinate at its ends or wrap a
+        periodic one; it must return equivalent chart points of the same shape.
+
+    Returns
+    -------
+    WalkResult
+        Trajectories (w, n_steps + 1, d), the step size, mean step length, held steps and optional decodings.
     """
-    metric = _as_metric(metric, starts)
+    metric = as_metric(metric, starts)
     starts_array = check_codes(starts, "starts", latent_dim=metric.latent_dim)
     n_steps = check_positive_int(n_steps, "n_steps")
     step_size = check_float(step_size, "step_size", minimum=0.0, strict_minimum=True)
     kind_name = check_choice(kind, "walk kind", WALK_KINDS)
-    seed = check_random_state(seed)
+    seed = check_seed(seed)
     rcond = _check_rcond(rcond, metric)
     if boundary is not None and not callable(boundary):
         raise InvalidInput(f"boundary must be a callable mapping (w, d) tensors to (w, d) tensors; got {boundary!r}.")
@@ -442,7 +455,7 @@ def matched_step_sizes(
     kinds: tuple[str, ...] = tuple(WALK_KINDS),
     n_steps: int = 20,
     n_rounds: int = 4,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     rcond: float | None = None,
     boundary: Boundary | None = None,
 ) -> dict[str, float]:
@@ -452,7 +465,7 @@ def matched_step_sizes(
     then n_rounds pilot walks of n_steps steps (seed `seed`) rescale s by (target / measured mean step)^2, since the
     noise part of a step scales with sqrt(s). Returns {kind: s}.
     """
-    metric = _as_metric(metric, starts)
+    metric = as_metric(metric, starts)
     starts = check_codes(starts, "starts", latent_dim=metric.latent_dim)
     target = check_float(target_mean_step, "target_mean_step", minimum=0.0, strict_minimum=True)
     n_rounds = check_positive_int(n_rounds, "n_rounds")

@@ -77,8 +77,8 @@ def test_rebuild_with_options_uses_existing_model(built_run: Path) -> None:
         (["build", "--device", "tpu"], "device"),
         (["geodesic", "--from", "0", "--to", "1", "--refine", "magic"], "Unknown refinement method 'magic'"),
         (["geodesic", "--from", "0", "--to", "1", "--out", "curve.txt"], "must end in .npy or .csv"),
-        (["cluster", "--k", "0"], "'--k' option must be an int >= 1; got 0"),
-        (["cluster", "--k", "5000"], "'--k' option must be an int <= 1797; got 5000"),
+        (["cluster", "--clusters", "0"], "'--clusters' option must be an int >= 1; got 0"),
+        (["cluster", "--clusters", "5000"], "'--clusters' option must be an int <= 1797; got 5000"),
         (["walk", "--kind", "levy"], "Unknown walk kind 'levy'; expected one of: 'euclidean', 'metric', 'brownian'"),
         (["walk", "--steps", "0"], "'--steps' option"),
         (["walk", "--step-size", "0"], "'--step-size' option"),
@@ -148,8 +148,8 @@ def test_geodesic_refined_and_written(built_run: Path, tmp_path: Path, refine: s
 
 
 def test_cluster_writes_labels_and_figure(built_run: Path) -> None:
-    """`lsg-graph cluster --k 10` prints geodesic and Euclidean scores and writes clusters.csv and clusters.png."""
-    result = runner.invoke(app, ["cluster", "--run", str(built_run), "--k", "10"])
+    """`lsg-graph cluster --clusters 10` prints geodesic and Euclidean scores and writes clusters.csv and clusters.png."""
+    result = runner.invoke(app, ["cluster", "--run", str(built_run), "--clusters", "10"])
     assert result.exit_code == 0, result.output
     assert "geodesic" in result.output and "euclidean" in result.output and "ari" in result.output
     table = np.loadtxt(built_run / "clusters.csv", delimiter=",", skiprows=1, dtype=int)
@@ -181,7 +181,7 @@ def test_train_conv_on_digits_then_evaluate(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "held-out ELBO" in result.output
-    from lsg_graph.vae import VAE
+    from lsg_graph.model import VAE
 
     model = VAE.load(run)
     assert model.config.architecture == "conv" and model.config.image_shape == (8, 8)
@@ -219,8 +219,8 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 def test_conv_trains_on_an_idx_folder_through_train_run(tmp_path: Path) -> None:
     """An IDX folder of 28x28 images gives the conv model its image shape; train_run trains and saves it."""
+    from lsg_graph.model import VAE
     from lsg_graph.pipeline import train_run
-    from lsg_graph.vae import VAE
 
     bunch = load_digits()
     images = np.kron(bunch.images[:60], np.ones((3, 3)))  # 24x24, values 0..16

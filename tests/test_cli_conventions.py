@@ -86,7 +86,7 @@ def test_json_output_of_every_command(folder: Path) -> None:
         "evaluate": ["evaluate", "--run", "trained", "--samples", "4", "--device", "cpu"],
         "build": ["build", *USER, "--k", "8"],
         "geodesic": ["geodesic", *USER, "--from", "0", "--to", "9", "--refine", "energy"],
-        "cluster": ["cluster", *USER, "--k", "3", "--no-figures"],
+        "cluster": ["cluster", *USER, "--clusters", "3", "--no-figures"],
         "walk": ["walk", *USER, "--steps", "5", "--walkers", "2", "--no-figures"],
         "plot": ["plot", *USER, "--pairs", "1", "--refine", "none", "--format", "svg", "--size", "6x4"],
     }

@@ -192,8 +192,8 @@ def test_f_measure_by_hand() -> None:
 def test_n_clusters_out_of_range(n_clusters: int) -> None:
     """n_clusters must lie in [1, n_samples]; the message names parameter, rule and value."""
     message = (
-        f"The 'n_clusters' parameter of GeodesicKMeans must be an int in the range [1, n_samples] (n_samples = 7). "
-        f"Got {n_clusters} instead."
+        f"The 'n_clusters' parameter of GeodesicKMeans must be an int in the range [1, n_samples] (n_samples = 7); "
+        f"got {n_clusters}."
     )
     with pytest.raises(InvalidInput, match=re.escape(message)):
         GeodesicKMeans(n_clusters, metric="precomputed").fit(ring_distances())
@@ -206,8 +206,8 @@ def test_n_clusters_out_of_range(n_clusters: int) -> None:
     [
         ({"init": "kmeans"}, "The 'init' parameter of GeodesicKMeans must be a str among"),
         ({"init": [0, 0]}, "The 'init' parameter of GeodesicKMeans must be an array-like of 2 distinct sample indices"),
-        ({"n_init": 0}, "The 'n_init' parameter of GeodesicKMeans must be an int in the range [1, inf). Got 0"),
-        ({"tol": -1.0}, "The 'tol' parameter of GeodesicKMeans must be a float in the range [0.0, inf). Got -1.0"),
+        ({"n_init": 0}, "The 'n_init' parameter of GeodesicKMeans must be an int in the range [1, inf); got 0"),
+        ({"tol": -1.0}, "The 'tol' parameter of GeodesicKMeans must be a float in the range [0.0, inf); got -1.0"),
         ({"metric": "euclidean"}, "The 'metric' parameter of GeodesicKMeans must be a str among"),
     ],
 )

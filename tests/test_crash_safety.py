@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from lsg_graph import _io
 from lsg_graph.errors import ArtifactError
 from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph
-from lsg_graph.vae import MODEL_FILE, VAE, VAEConfig
+from lsg_graph.model import MODEL_FILE, VAE, VAEConfig
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and pid checks are POSIX")
 REPO = Path(__file__).resolve().parents[1]
@@ -441,7 +441,7 @@ def test_kill_after_commit_point_rolls_forward(tmp_path: Path, tiny_data: str) -
 def test_failed_train_leaves_the_previous_run(tmp_path: Path, tiny_data: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """model.json unwritable during a retrain: train fails and the old model, model.json, graph and manifest keep their
     bytes (before, the weights were already replaced)."""
-    from lsg_graph import vae as vae_module
+    from lsg_graph.model import vae as vae_module
     from lsg_graph.pipeline import build_run, train_run
 
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from lsg_graph.graph.knn import knn
 from lsg_graph.graph.latent_graph import build_latent_graph
 from lsg_graph.graph.weights import edge_lengths
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import VAEConfig, encode_codes, train_vae
+from lsg_graph.model import VAEConfig, encode_codes, train_vae
 
 pytestmark = [
     pytest.mark.cuda,

@@ -20,7 +20,7 @@ from lsg_graph import _io
 from lsg_graph.errors import DisconnectedGraphWarning
 from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, build_latent_graph
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import MODEL_FILE, MODEL_JSON, MODEL_KIND
+from lsg_graph.model import MODEL_FILE, MODEL_JSON, MODEL_KIND
 
 runner = CliRunner()
 TRAIN = ["--epochs", "2", "--rbf-epochs", "1", "-q"]
@@ -111,7 +111,7 @@ def test_graph_build_is_byte_identical_without_removing_anything(tmp_path: Path)
 
 def test_model_file_bytes_do_not_depend_on_header_key_order(tmp_path: Path) -> None:
     """safetensors writes its metadata map in a random key order; saved models are canonicalised (8 saves, 1 hash)."""
-    from lsg_graph.vae import VAE, VAEConfig
+    from lsg_graph.model import VAE, VAEConfig
 
     model = VAE(VAEConfig(input_dim=4, hidden_dims=(8,), n_centers=2))
     hashes = set()

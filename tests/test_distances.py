@@ -129,7 +129,7 @@ def test_bad_input() -> None:
         model.transform(np.zeros((2, 3)))
     with pytest.raises(InvalidInput, match="X must be the codes of the given graph"):
         GeodesicDistance(graph=model.graph_).fit(codes[:10])
-    with pytest.raises(InvalidInput, match=r"The 'n_neighbors' parameter of GeodesicDistance must be an int .* Got 0"):
+    with pytest.raises(InvalidInput, match=r"The 'n_neighbors' parameter of GeodesicDistance must be an int .*; got 0"):
         GeodesicDistance(n_neighbors=0).fit(codes)
     with pytest.raises(InvalidInput, match="needs X, or a graph"):
         geodesic_distances()

@@ -17,7 +17,7 @@ from lsg_graph.distributed import RayExecutor  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.manifolds import SphereChart  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.vae import VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAEConfig, encode_codes, train_vae  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::lsg_graph.errors.DisconnectedGraphWarning")
 

@@ -11,7 +11,7 @@ from lsg_graph import forward_mode
 from lsg_graph.errors import DecoderError
 from lsg_graph.graph.weights import edge_lengths
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import VAE, VAEConfig
+from lsg_graph.model import VAE, VAEConfig
 
 
 def random_vae(architecture: str, activation: str, mean_output: str, seed: int = 0) -> VAE:
@@ -200,3 +200,21 @@ def test_fused_jacobian_of_the_gated_rbf_head_in_higher_dimension() -> None:
     with torch.no_grad():
         got = decoder.fused_jacobian(z)
     assert relative_error(got, want.detach()) < 1e-11
+
+
+def test_trained_decoder_fused_jvp_in_each_dtype(tiny_vae: VAE, digits: np.ndarray, dtype: torch.dtype, seed: int) -> None:
+    """On the session's trained model, the fused pass equals torch.func.jvp in float32 and float64 (per-dtype rtol)."""
+    import copy
+
+    from conftest import TOLERANCE
+
+    from lsg_graph.model import encode_codes
+
+    decoder = copy.deepcopy(tiny_vae.decoder("rbf")).to(dtype)
+    z = torch.as_tensor(encode_codes(tiny_vae, digits[:32]), dtype=dtype)
+    v = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    with torch.no_grad():
+        mean, std, mean_tangent, std_tangent = decoder.fused_jvp(z, v)
+        (mean_ref, std_ref), (mean_tangent_ref, std_tangent_ref) = torch.func.jvp(decoder, (z,), (v,))
+    for got, want in ((mean, mean_ref), (std, std_ref), (mean_tangent, mean_tangent_ref), (std_tangent, std_tangent_ref)):
+        assert got.dtype == dtype and relative_error(got, want) < TOLERANCE[dtype]

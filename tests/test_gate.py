@@ -10,7 +10,8 @@ import torch
 
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
-from lsg_graph.vae import VAE, VAEConfig, _gate_kernels, refit_rbf, train_vae
+from lsg_graph.model import VAE, VAEConfig, refit_rbf, train_vae
+from lsg_graph.model.train import _gate_kernels
 
 
 def gated_vae(latent_dim: int, seed: int = 0) -> VAE:
@@ -133,7 +134,7 @@ def test_geometry_health_flags_what_is_wrong() -> None:
 
 def test_encode_codes_refuses_non_finite_codes() -> None:
     """A diverged encoder (NaN weights) used to return NaN codes silently."""
-    from lsg_graph.vae import encode_codes
+    from lsg_graph.model import encode_codes
 
     vae = VAE(VAEConfig(input_dim=5, hidden_dims=(4,)))
     with torch.no_grad():

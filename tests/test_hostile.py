@@ -29,7 +29,7 @@ from lsg_graph import _io
 from lsg_graph.data import load_dataset
 from lsg_graph.errors import ArtifactError, InvalidInput, LsgGraphError
 from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph
-from lsg_graph.vae import MODEL_FILE, VAE
+from lsg_graph.model import MODEL_FILE, VAE
 
 CLI_EXAMPLES = 120
 ARRAY_EXAMPLES = 120
@@ -113,7 +113,7 @@ def check_success(args: list[str], output: str, run: Path) -> None:
         assert f"{walkers} {kind} walkers x {steps} steps" in output
     elif command == "cluster":
         table = np.loadtxt(run / "clusters.csv", delimiter=",", skiprows=1, dtype=np.int64)
-        k = int(args[args.index("--k") + 1]) if "--k" in args else 10
+        k = int(args[args.index("--clusters") + 1]) if "--clusters" in args else 10
         assert table.shape[0] == N_SAMPLES and table[:, 1].min() >= 0 and table[:, 1].max() < k
         assert sorted(np.bincount(table[:, 1], minlength=k).tolist()) == sorted(
             int(size) for size in re.search(r"cluster sizes\s+([0-9 ]+)", output).group(1).split())
@@ -158,7 +158,7 @@ COMMANDS = {
     "geodesic": options(**{"--refine": ["none", "bogus", ""], "--device": ["cpu", "tpu"]}),
     "walk": options(**{"--start": INTS, "--steps": SMALL + INTS, "--kind": ["metric", "euclidean", "brownian", "levy"],
                        "--step-size": FLOATS, "--walkers": SMALL + INTS, "--seed": SEEDS}),
-    "cluster": options(**{"--k": SMALL + INTS, "--n-init": SMALL + INTS, "--seed": SEEDS}),
+    "cluster": options(**{"--clusters": SMALL + INTS, "--n-init": SMALL + INTS, "--seed": SEEDS}),
     "build": options(**{"--k": SMALL + INTS, "--nodes": SMALL + INTS, "--backend": ["kdtree", "torch", "hnsw", ""],
                         "--candidates": SMALL + INTS, "--seed": SEEDS, "--data": DATA, "--device": ["cpu", "x"]}),
     "evaluate": options(**{"--samples": SMALL + INTS, "--seed": SEEDS}),
@@ -226,8 +226,8 @@ FIXED = [
     ["train", "--epochs", str(10**12), "-q"],
     ["plot", "--pairs", str(10**5)],
     ["cluster", "--n-init", str(10**12), "--no-figure"],
-    ["cluster", "--k", "0", "--no-figure"],
-    ["cluster", "--k", str(N_SAMPLES + 1), "--no-figure"],
+    ["cluster", "--clusters", "0", "--no-figure"],
+    ["cluster", "--clusters", str(N_SAMPLES + 1), "--no-figure"],
     ["build", "--data", "/dev/zero", "-q"],
     ["build", "--data", "npy:/dev/zero", "-q"],
     ["build", "--data", "idx:/dev", "-q"],

@@ -37,6 +37,7 @@ from lsg_graph.graph.knn import KNN_BACKENDS, knn
 from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, LatentGraph, build_latent_graph
 from lsg_graph.manifolds import LinearDecoder
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model import MODEL_FILE, MODEL_KIND, VAE, VAEConfig
 from lsg_graph.pipeline import (
     _far_pairs,
     build_run,
@@ -47,7 +48,6 @@ from lsg_graph.pipeline import (
     parse_point,
     train_run,
 )
-from lsg_graph.vae import MODEL_FILE, MODEL_KIND, VAE, VAEConfig
 from lsg_graph.walks import random_walks
 
 runner = CliRunner()
@@ -103,7 +103,7 @@ def test_foreign_model_is_detected_by_readers_and_rebuilt_by_builders(run: Path,
     assert f"was built from another model (model sha256 {old_sha[:12]}...)" in one_error_line(output)
     with pytest.raises(StaleArtifactError, match="retrained or replaced after the build"):
         load_graph(run)
-    code, output = cli("cluster", "--run", str(run), "--k", "3", "--no-figure")
+    code, output = cli("cluster", "--run", str(run), "--clusters", "3", "--no-figure")
     assert code == 0, output
     assert "Warning: The graph" in output and "Rebuilding it now." in output
     rebuilt = load_graph(run)
@@ -271,7 +271,7 @@ def test_train_with_zero_rbf_epochs_prints_its_summary(tmp_path: Path) -> None:
     (["geodesic", "--from", "1e39,0", "--to", "1"], "Coordinates must lie within +-1e+08 latent units"),
     (["geodesic", "--from", "1_0", "--to", "1"], "Expected a node index (e.g. 12) or coordinates"),
     (["geodesic", "--from", "\u0661\u0662", "--to", "1"], "Expected a node index (e.g. 12) or coordinates"),
-    (["cluster", "--k", "0", "--no-figure"], "The '--k' option must be an int >= 1; got 0."),
+    (["cluster", "--clusters", "0", "--no-figure"], "The '--clusters' option must be an int >= 1; got 0."),
 ])
 def test_bad_cli_values_are_one_line_errors(run: Path, args: list[str], message: str) -> None:
     """Each used to be a traceback or was misread (1_0 as node 10, Arabic-Indic digits as a number, seed -1 accepted)."""

@@ -112,12 +112,12 @@ def test_k_equal_to_n_with_queries() -> None:
     data = _random_codes(30, 2, seed=7)
     result = knn(data, 30, data[:4] + 0.01)
     assert sorted(result.indices[0]) == list(range(30))
-    with pytest.raises(InvalidInput, match=r"n=30; got k=31"):
+    with pytest.raises(InvalidInput, match=r"must be <= the number of points \(30\); got 31"):
         knn(data, 31, data[:4])
 
 
 def test_k_too_large_names_k_and_n() -> None:
-    with pytest.raises(InvalidInput, match=r"k must be < the number of points n=30.*k=30"):
+    with pytest.raises(InvalidInput, match=r"'k' parameter must be < the number of points \(30\); got 30"):
         knn(_random_codes(30, 2), 30)
 
 
@@ -158,7 +158,7 @@ def test_wrong_shapes() -> None:
         knn(np.empty((0, 2)), 1)
     with pytest.raises(InvalidInput, match="at least one column"):
         knn(np.empty((5, 0)), 1)
-    with pytest.raises(InvalidInput, match="n=1"):
+    with pytest.raises(InvalidInput, match=r"number of points \(1\)"):
         knn(data[:1], 1)
 
 
@@ -231,3 +231,11 @@ def test_torch_cuda_equals_cpu() -> None:
 def test_faiss_with_cuda_device_equals_cpu() -> None:
     data = _random_codes(3000, 6, seed=12)
     np.testing.assert_array_equal(knn(data, 10, device="cuda").indices, knn(data, 10, device="cpu").indices)
+
+
+def test_subnormal_codes_are_searched_exactly() -> None:
+    """Codes of the order of the smallest subnormal (5e-324) need a rescaling beyond 2**1023: still exact, no error."""
+    data = np.array([[5e-324], [0.0], [0.0], [1.5e-323]])
+    result = knn(data, 1)
+    assert result.indices[:, 0].tolist() == [1, 2, 1, 0]
+    np.testing.assert_array_equal(result.distances[:, 0], [5e-324, 0.0, 0.0, 1e-323])

@@ -15,27 +15,29 @@ LAYERS = {
     "lsg_graph.errors": 0,
     "lsg_graph._validation": 0,
     "lsg_graph._io": 0,
-    "lsg_graph.data": 1,
-    "lsg_graph.forward_mode": 2,
-    "lsg_graph.vae": 2,
-    "lsg_graph.decoder": 2,
-    "lsg_graph.manifolds": 2,
-    "lsg_graph.metric": 3,
-    "lsg_graph.graph": 4,
-    "lsg_graph.distributed": 4,
-    "lsg_graph.geodesics": 5,
-    "lsg_graph.cluster": 6,
-    "lsg_graph.walks": 6,
-    "lsg_graph.distances": 6,
-    "lsg_graph.health": 6,
-    "lsg_graph.plot": 7,
-    "lsg_graph.pipeline": 7,
-    "lsg_graph.user_model": 7,
-    "lsg_graph.estimator_io": 6,
     "lsg_graph._threads": 0,
     "lsg_graph.progress": 0,
-    "lsg_graph.serve": 7,
-    "cli": 8,
+    "lsg_graph.registry": 0,  # names and defaults only; imports nothing
+    "lsg_graph.data": 1,
+    "lsg_graph.forward_mode": 2,
+    "lsg_graph.decoder": 2,
+    "lsg_graph.manifolds": 2,
+    "lsg_graph.model": 3,
+    "lsg_graph.vae": 3,  # compatibility name of lsg_graph.model (re-exports only)
+    "lsg_graph.metric": 4,
+    "lsg_graph.graph": 5,
+    "lsg_graph.distributed": 5,
+    "lsg_graph.geodesics": 6,
+    "lsg_graph.cluster": 7,
+    "lsg_graph.walks": 7,
+    "lsg_graph.distances": 7,
+    "lsg_graph.health": 7,
+    "lsg_graph.estimator_io": 7,
+    "lsg_graph.plot": 8,
+    "lsg_graph.pipeline": 8,
+    "lsg_graph.user_model": 8,
+    "lsg_graph.serve": 8,
+    "cli": 9,
 }
 
 
@@ -86,7 +88,15 @@ def test_package_import_needs_no_torchvision_or_matplotlib() -> None:
     import sys
 
     code = (
-        "import sys, lsg_graph, lsg_graph.data, lsg_graph.vae, lsg_graph.metric, lsg_graph.graph.latent_graph; "
+        "import sys, lsg_graph, lsg_graph.data, lsg_graph.model, lsg_graph.metric, lsg_graph.graph.latent_graph; "
         "assert 'torchvision' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_imports_nothing_of_the_project() -> None:
+    """lsg_graph.registry is read by the CLI at start-up: it imports no project module (and so no torch)."""
+    assert imported_modules(ROOT / "lsg_graph" / "registry.py") == []
+    tree = ast.parse((ROOT / "lsg_graph" / "registry.py").read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert all(isinstance(node, ast.ImportFrom) and node.module == "__future__" for node in imports)

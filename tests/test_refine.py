@@ -422,7 +422,7 @@ def small_vae_graph():
     """A small VAE trained briefly on the digits, its float64 RBF metric and its latent graph."""
     from sklearn.datasets import load_digits
 
-    from lsg_graph.vae import VAEConfig, encode_codes, train_vae
+    from lsg_graph.model import VAEConfig, encode_codes, train_vae
 
     x = load_digits().data[:500] / 16.0
     config = VAEConfig(input_dim=64, hidden_dims=(64, 32), epochs=40, rbf_epochs=10, n_centers=16)

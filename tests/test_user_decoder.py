@@ -157,7 +157,7 @@ def test_geodesic_with_a_user_decoder_is_the_straight_line(user_run: dict, user_
 
 def test_cluster_walk_plot_with_a_user_decoder(user_run: dict, user_dir: Path) -> None:
     """cluster, walk and plot run on the user's model and write their files (4 x 4 decoded images in the strips)."""
-    code, output = invoke(user_dir, ["cluster", *USER, "--k", "4", "--json"])
+    code, output = invoke(user_dir, ["cluster", *USER, "--clusters", "4", "--json"])
     assert code == 0, output
     result = json.loads(output)
     assert sum(result["cluster_sizes"]) == 120 and Path(user_dir / result["figure"]).is_file()

@@ -1,4 +1,4 @@
-"""Tests of lsg_graph.vae: training determinism, save/load safety, input checks, decoders and the paper's claims."""
+"""Tests of lsg_graph.model: training determinism, save/load safety, input checks, decoders and the paper's claims."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
+from cli.tables import paper_claims_table
 from lsg_graph import _io
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
-from lsg_graph.vae import (
+from lsg_graph.model import (
     MODEL_FILE,
     MODEL_JSON,
     MODEL_KIND,
@@ -32,12 +32,6 @@ SMALL = {"hidden_dims": (32, 16), "epochs": 3, "rbf_epochs": 2, "n_centers": 8, 
 
 
 @pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    """sklearn digits scaled to [0, 1], (1797, 64) float32."""
-    return (load_digits().data / 16.0).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
 def split(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An 80/20 train / held-out split by a seeded permutation."""
     order = np.random.default_rng(0).permutation(len(digits))
@@ -51,9 +45,17 @@ def _small_config(**overrides: object) -> VAEConfig:
 
 
 @pytest.fixture(scope="module")
-def small_model(digits: np.ndarray) -> VAE:
-    """A quickly trained tiny model (both stages fitted)."""
-    return train_vae(digits[:300], _small_config(), progress=False)[0]
+def small_model(tiny_vae: VAE) -> VAE:
+    """The session's tiny model (conftest.tiny_vae: SMALL on 300 digits, both stages fitted)."""
+    assert tiny_vae.config == _resolved(_small_config())
+    return tiny_vae
+
+
+def _resolved(config: VAEConfig) -> VAEConfig:
+    """The config train_vae makes of `config` on 300 digits in [0, 1]."""
+    import dataclasses
+
+    return dataclasses.replace(config, mean_output="sigmoid", n_gate_centers=min(config.n_gate_centers, 300))
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +382,7 @@ def test_extrapolation_claim_with_default_model(default_model: tuple[VAE, object
     claims = paper_claims(model, held_out[:60], codes, n_samples=32)
     assert isinstance(claims, PaperClaims) and claims.claim_holds
     assert np.isfinite(claims.iwae_rbf) and np.isfinite(claims.iwae_standard)
-    table = claims.to_table()
+    table = paper_claims_table(claims)
     assert "ratio far / codes" in table and "holds" in table
 
 
@@ -511,3 +513,17 @@ def test_conv_rbf_sigma_grows_far_from_the_data(conv_model: VAE, digits: np.ndar
     codes = encode_codes(conv_model, digits[:300])
     report = extrapolation_report(conv_model, codes, factor=3.0, n_points=200)
     assert report.rbf_sigma_far > report.rbf_sigma_codes, report
+
+
+def test_model_saved_before_the_model_package_loads_and_saves_unchanged(tmp_path: Path, digits: np.ndarray) -> None:
+    """A model written by lsg_graph/vae.py (commit e370a86) loads with the same codes and re-saves byte for byte."""
+    import hashlib
+    import shutil
+
+    saved = Path(shutil.copytree(Path(__file__).parent / "data" / "model_e370a86", tmp_path / "old"))
+    model = VAE.load(saved)
+    assert model.config.hidden_dims == (32, 16) and model.rbf_fitted
+    np.testing.assert_allclose(encode_codes(model, digits[:8]), np.load(saved / "codes_digits_0_8.npy"), rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "again")
+    digest = [hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest() for folder in (saved, tmp_path / "again")]
+    assert digest[0] == digest[1]

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
-from lsg_graph._validation import check_choice, check_int, check_random_state
+from lsg_graph._validation import check_choice, check_int
+from lsg_graph._validation import check_seed as check_random_state
 from lsg_graph.errors import InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph
 

@@ -11,7 +11,6 @@ which of the tied points is returned may differ, their distances do not).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +21,15 @@ import torch
 from lsg_graph._validation import (
     check_choice,
     check_codes,
+    check_neighbours,
     check_positive_int,
-    check_random_state,
+    check_seed,
+    invalid_parameter,
     resolve_device,
+    warn,
 )
 from lsg_graph.errors import InvalidInput, LsgGraphError
+from lsg_graph.registry import DEFAULT_BACKEND, DEFAULT_DEVICE, DEFAULT_SEED
 
 EXTRA_CANDIDATES = 8  # candidates searched beyond k (+1 for self) and re-ranked in float64
 TORCH_BLOCK_BYTES = 256 * 2**20  # bound on the (batch, n) float32 score block of the torch backend
@@ -52,37 +55,52 @@ def knn(
     k: int,
     queries: Any = None,
     *,
-    backend: str = "auto",
-    device: str | torch.device | None = "auto",
+    backend: str = DEFAULT_BACKEND,
+    device: str | torch.device | None = DEFAULT_DEVICE,
     approximate: bool = False,
     batch_size: int | None = None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> Neighbors:
-    """Return the k nearest data points (Euclidean) of each query; without queries, of each data point but itself.
+    """The k nearest data points (Euclidean) of each query; without queries, of each data point but itself.
 
-    data: (n, d) numpy array or torch tensor. queries: (m, d), default `data`; then each point's own index is
-    excluded, and exact duplicates of it are kept as neighbours at distance 0. Requires 1 <= k <= n - 1 without
-    queries, 1 <= k <= n with them.
-    backend: 'faiss' (exact IndexFlatL2; GPU index when faiss has GPU support and device is cuda), 'torch'
-    (batched brute force on `device`, exact), 'kdtree' (scipy cKDTree, exact, CPU) or 'auto' (see resolve_backend).
-    approximate: faiss only; an IVF index (IndexIVFFlat, about 4 * sqrt(n) lists, trained with `seed`) when
-    n >= 10,000, an exact search for smaller n. The torch backend is always exact.
-    batch_size: queries searched at once (torch default: a (batch, n) float32 block of at most 256 MB; faiss
-    default: all at once).
-    Returns Neighbors with indices (m, k) int64 and exact float64 distances (m, k), rows sorted by (distance, index).
+    Parameters
+    ----------
+    data : array-like or torch.Tensor (n, d)
+    k : int
+        Neighbours per query: 1 <= k <= n - 1 without queries, 1 <= k <= n with them.
+    queries : array-like (m, d), optional
+        Default `data`; then each point's own index is excluded, and exact duplicates of it are kept as neighbours
+        at distance 0.
+    backend : {"auto", "faiss", "torch", "kdtree"}, default "auto"
+        'faiss' (exact IndexFlatL2; a GPU index when faiss has GPU support and device is cuda), 'torch' (batched
+        brute force on `device`, exact), 'kdtree' (scipy cKDTree, exact, CPU) or 'auto' (see resolve_backend).
+    device : str or torch.device, default "auto"
+    approximate : bool, default False
+        faiss only: an IVF index (IndexIVFFlat, about 4 * sqrt(n) lists, trained with `seed`) when n >= 10,000,
+        an exact search for smaller n. The torch backend is always exact.
+    batch_size : int, optional
+        Queries searched at once (torch default: a (batch, n) float32 block of at most 256 MB; faiss default: all).
+    seed : int, default 0
+        Seed of the IVF training.
+
+    Returns
+    -------
+    Neighbors
+        indices (m, k) int64 and exact float64 distances (m, k), rows sorted by (distance, index).
     """
     check_choice(backend, "kNN backend", BACKEND_CHOICES)
-    data = _check_data(data)
+    data = _check_search_data(data)
     backend = resolve_backend(backend, data.shape[1], device)
     exclude_self = queries is None
     queries = data if exclude_self else _check_queries(queries, data.shape[1])
-    k = _check_k(k, data.shape[0], exclude_self)
+    k = check_neighbours(k, data.shape[0], exclude_self=exclude_self)
     options = _check_options(backend, device, approximate, batch_size, seed)
     n_candidates = min(data.shape[0], k + int(exclude_self) + EXTRA_CANDIDATES)
-    scale = _power_of_two_scale(data, queries)  # exact rescaling: float32 search and float64 squares cannot overflow
-    data, queries = data * scale, (data * scale if exclude_self else queries * scale)
+    exponent = _power_of_two_exponent(data, queries)  # exact rescaling by 2**exponent: float32 search and float64
+    data, queries = np.ldexp(data, exponent), (None if exclude_self else np.ldexp(queries, exponent))  # squares stay finite
+    queries = data if exclude_self else queries
     candidates = _search_candidates(backend, data, None if exclude_self else queries, n_candidates, options)
-    indices, distances = _sort_rows(candidates, _exact_distances(data, queries, candidates) / scale)
+    indices, distances = _sort_rows(candidates, np.ldexp(_exact_distances(data, queries, candidates), -exponent))
     if exclude_self:
         indices, distances = _move_self_last(indices, distances)
     return Neighbors(np.ascontiguousarray(indices[:, :k]), np.ascontiguousarray(distances[:, :k]))
@@ -94,16 +112,14 @@ def _check_options(
     """Return the checked backend keyword arguments: device (torch.device), approximate, batch_size, seed."""
     torch_device = resolve_device(device)
     if not isinstance(approximate, (bool, np.bool_)):
-        raise InvalidInput(f"The 'approximate' parameter must be a bool; got {approximate!r}.")
+        raise invalid_parameter("approximate", "a bool", repr(approximate))
     if device not in (None, "auto") and torch_device.type == "cuda" and backend == "faiss" and not _faiss_has_gpu():
-        warnings.warn(
-            "device='cuda' was asked for but faiss has no GPU support here; searching on the CPU.", stacklevel=3
-        )
+        warn("device='cuda' was asked for but faiss has no GPU support here; searching on the CPU.")
     return {
         "device": torch_device,
         "approximate": bool(approximate),
         "batch_size": None if batch_size is None else check_positive_int(batch_size, "batch_size"),
-        "seed": check_random_state(seed),
+        "seed": check_seed(seed),
     }
 
 
@@ -136,8 +152,8 @@ def _search_candidates(
     return candidates.astype(np.int64, copy=False)
 
 
-def _power_of_two_scale(data: np.ndarray, queries: np.ndarray) -> float:
-    """A power of two that brings the largest centred coordinate near 1 (scaling by it is exact in floating point).
+def _power_of_two_exponent(data: np.ndarray, queries: np.ndarray) -> int:
+    """The e for which 2**e brings the largest centred coordinate near 1 (scaling by it, np.ldexp, is exact).
 
     Codes beyond the float32 range (or so small that their squares underflow) would otherwise give inf or 0 in
     the float32 search and in the float64 squared distances.
@@ -148,11 +164,11 @@ def _power_of_two_scale(data: np.ndarray, queries: np.ndarray) -> float:
     if not np.isfinite(largest):  # the centring itself overflowed (values near the float64 limit)
         largest = max(float(np.max(np.abs(data))), float(np.max(np.abs(queries))))
     if largest == 0.0 or 1e-8 <= largest <= 1e8:
-        return 1.0
-    return float(2.0 ** -math.frexp(largest)[1])
+        return 0
+    return -math.frexp(largest)[1]  # may exceed 1023 for subnormal codes: 2.0 ** e itself would overflow
 
 
-def _check_data(data: Any) -> np.ndarray:
+def _check_search_data(data: Any) -> np.ndarray:
     """Return data as a finite float64 (n, d) array with n >= 1 and d >= 1."""
     data = check_codes(data, "data")
     if data.shape[1] == 0:
@@ -168,19 +184,6 @@ def _check_queries(queries: Any, dim: int) -> np.ndarray:
             f"queries have dimension {queries.shape[1]} but data have dimension {dim}; got shape {queries.shape}."
         )
     return queries
-
-
-def _check_k(k: Any, n: int, exclude_self: bool) -> int:
-    """Return k as an int in [1, n - 1] (self excluded) or [1, n], else raise InvalidInput naming k and n."""
-    k = check_positive_int(k, "k")
-    if exclude_self and k >= n:
-        raise InvalidInput(
-            f"k must be < the number of points n={n} when each point's own index is excluded; "
-            f"got k={k} (use k <= {n - 1})."
-        )
-    if k > n:
-        raise InvalidInput(f"k must be <= the number of data points n={n}; got k={k}.")
-    return k
 
 
 def _exact_distances(data: np.ndarray, queries: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -317,7 +320,7 @@ def _knn_kdtree(
     batch_size: int | None,
     seed: int,
 ) -> np.ndarray:
-    """Candidate indices (m, c) from scipy's cKDTree on all cores: exact, and ~100x faster than brute force for small d."""
+    """Candidate indices (m, c) from scipy's cKDTree on all cores: exact, and much faster than brute force for small d."""
     from scipy.spatial import cKDTree
 
     tree = cKDTree(data, balanced_tree=False, compact_nodes=False)
@@ -334,7 +337,7 @@ KDTREE_MAX_DIM = 16  # 'auto' uses the kd-tree up to this latent dimension on th
 BACKEND_CHOICES = ("auto", *KNN_BACKENDS)
 
 
-def resolve_backend(backend: str, dim: int, device: str | torch.device | None = "auto") -> str:
+def resolve_backend(backend: str, dim: int, device: str | torch.device | None = DEFAULT_DEVICE) -> str:
     """The concrete backend for 'auto': faiss-gpu or torch on CUDA; kdtree for d <= 16 on the CPU, else faiss."""
     check_choice(backend, "kNN backend", BACKEND_CHOICES)
     if backend != "auto":

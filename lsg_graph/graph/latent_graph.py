@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,31 @@ from scipy.sparse.csgraph import connected_components
 
 from lsg_graph import _io
 from lsg_graph._threads import scoped_threads
-from lsg_graph._validation import check_choice, check_codes, check_int, check_labels, check_positive_int
+from lsg_graph._validation import (
+    check_choice,
+    check_codes,
+    check_int,
+    check_labels,
+    check_neighbours,
+    check_positive_int,
+    warn,
+)
 from lsg_graph.errors import ArtifactError, DisconnectedGraph, DisconnectedGraphWarning, InvalidInput
 from lsg_graph.graph.knn import knn, resolve_backend
-from lsg_graph.graph.weights import DEFAULT_NODES, check_metric, edge_lengths
+from lsg_graph.graph.weights import _edge_lengths, check_metric, edge_lengths
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.registry import (
+    DEFAULT_BACKEND,
+    DEFAULT_CANDIDATES,
+    DEFAULT_DEVICE,
+    DEFAULT_K,
+    DEFAULT_N_NODES,
+    DEFAULT_SEED,
+)
 
 GRAPH_FILE = "graph.npz"
 GRAPH_KIND = "lsg-graph/graph"
 CONNECT_MODES = {"bridge": "join components by their shortest metric-weighted bridges", "error": "refuse"}
-DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median error at N = 3000 (benchmarks/graph_accuracy.py)
 BRIDGE_CANDIDATES = 8  # Euclidean-closest cross-component pairs measured per component and round
 ZERO_LENGTH = float(np.finfo(np.float64).tiny)  # stored instead of 0 so that duplicate codes stay joined
 SHORTCUT_NODE_FACTOR = 2  # shortcut edges are long: measured with this many times the quadrature nodes
@@ -32,7 +46,20 @@ VOLATILE_PARAMS = ("timings",)  # params that differ between identical builds: k
 
 @dataclass
 class LatentGraph:
-    """Codes (n, d) float64, optional labels (n,), symmetric CSR edge lengths (n, n) and build parameters."""
+    """A latent graph: codes joined to their neighbours by edges carrying metric segment lengths.
+
+    Build it with `build_latent_graph`, or `LatentGraph.load(run_dir)`.
+
+    Parameters
+    ----------
+    codes : ndarray (n, d) float64
+        The nodes.
+    weights : scipy.sparse.csr_matrix (n, n)
+        Symmetric edge lengths (zero-length edges between duplicate codes are stored as the smallest float).
+    labels : ndarray (n,) int64, optional
+    params : dict
+        The build parameters (k, n_nodes, candidates, ...), saved with the graph.
+    """
 
     codes: np.ndarray
     weights: sp.csr_matrix
@@ -78,7 +105,7 @@ class LatentGraph:
         check_metric(metric)
         new_codes = check_codes(new_codes, "new_codes", latent_dim=self.latent_dim)
         k = check_int(self.params.get("k", DEFAULT_K) if k is None else k, "k", minimum=1, maximum=self.n_points)
-        n_nodes = check_positive_int(self.params.get("n_nodes", DEFAULT_NODES) if n_nodes is None else n_nodes, "n_nodes")
+        n_nodes = check_positive_int(self.params.get("n_nodes", DEFAULT_N_NODES) if n_nodes is None else n_nodes, "n_nodes")
         neighbors = knn(self.codes, k, queries=new_codes, backend=self.params.get("backend", "auto"), device="cpu")
         rows = np.repeat(np.arange(self.n_points, self.n_points + len(new_codes)), k)
         cols = neighbors.indices.reshape(-1)
@@ -130,29 +157,61 @@ def build_latent_graph(
     labels: Any = None,
     *,
     k: int = DEFAULT_K,
-    n_nodes: int = DEFAULT_NODES,
-    backend: str = "auto",
-    device: str = "auto",
-    candidates: int = 1,
+    n_nodes: int = DEFAULT_N_NODES,
+    backend: str = DEFAULT_BACKEND,
+    device: str = DEFAULT_DEVICE,
+    candidates: int = DEFAULT_CANDIDATES,
     connect: str = "bridge",
     progress: bool = False,
     executor: Any = None,
     shortcuts: int = 0,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     n_jobs: int | None = None,
 ) -> LatentGraph:
-    """Build the kNN graph of `codes` (n, d) with metric edge lengths; see LatentGraph for the result.
+    """Build the kNN graph of latent codes whose edges carry the metric length of their straight segments.
 
-    With `candidates` c > 1, c*k Euclidean neighbours are measured and the k metrically shortest kept
-    (metric-aware neighbours). With `shortcuts` s > 0 every code is also joined to s partners drawn uniformly
-    (seeded by `seed`), each measured along its straight segment with SHORTCUT_NODE_FACTOR times the quadrature
-    nodes: long edges that let Dijkstra follow near-straight routes in high latent dimensions, where kNN paths
-    zig-zag; like every edge they carry the length of an actual curve, so graph distances stay upper bounds.
-    Disconnected graphs are joined by bridges (`connect="bridge"`, with a warning) or refused (`connect="error"`,
-    DisconnectedGraph). `executor`: None measures the edges here; else an object with
-    `edge_lengths(metric, starts, ends, n_nodes=, progress=)` such as lsg_graph.distributed.RayExecutor (the
-    shortcuts too). `n_jobs`: torch CPU threads for the call (None: the automatic choice of lsg_graph._threads.resolve_threads;
-    -1: all cores; k >= 1: k), restored afterwards.
+    Parameters
+    ----------
+    metric : PullbackMetric
+        The metric that measures the edges (``PullbackMetric(decoder)``).
+    codes : array-like (n, d)
+        Latent codes, n >= 2; d must match the metric's latent dimension (taken from the codes when unknown).
+    labels : array-like (n,), optional
+        Integer labels, kept with the graph.
+    k : int, default 20
+        Neighbours per code, 1 <= k < n (lsg_graph.registry.DEFAULT_K).
+    n_nodes : int, default 8
+        Gauss-Legendre nodes per edge.
+    backend : {"auto", "faiss", "torch", "kdtree"}, default "auto"
+        kNN backend (lsg_graph.registry.KNN_BACKENDS).
+    device : str, default "auto"
+        Where the kNN search runs.
+    candidates : int, default 1
+        With c > 1, c * k Euclidean neighbours are measured and the k metrically shortest kept (metric-aware
+        neighbours).
+    connect : {"bridge", "error"}, default "bridge"
+        A disconnected graph is joined by its shortest metric-weighted bridges (with a DisconnectedGraphWarning)
+        or refused (DisconnectedGraph).
+    progress : bool, default False
+        Show a progress bar over the edge weighting.
+    executor : object, optional
+        Measures the edges instead of this process: an object with ``edge_lengths(metric, starts, ends, n_nodes=,
+        progress=)`` such as lsg_graph.distributed.RayExecutor.
+    shortcuts : int, default 0
+        With s > 0 every code is also joined to s partners drawn uniformly (seeded by `seed`), each measured with
+        SHORTCUT_NODE_FACTOR times the quadrature nodes: long edges that let Dijkstra follow near-straight routes in
+        high latent dimensions; like every edge they carry the length of an actual curve, so graph distances stay
+        upper bounds.
+    seed : int, default 0
+        Seed of the shortcut partners.
+    n_jobs : int, optional
+        Torch CPU threads for the call (None: the automatic choice of lsg_graph._threads.resolve_threads; -1: all
+        usable cores; k >= 1: k), restored afterwards.
+
+    Returns
+    -------
+    LatentGraph
+        Codes, labels, the symmetric CSR matrix of edge lengths and the build parameters.
     """
     check_metric(metric)
     if not metric.latent_dim_known:  # PullbackMetric(decoder) without latent_dim: d from the codes
@@ -160,7 +219,7 @@ def build_latent_graph(
     codes = check_codes(codes, "codes", latent_dim=metric.latent_dim, min_rows=2)
     labels = check_labels(labels, codes.shape[0])
     n_points = codes.shape[0]
-    k = _check_k(k, n_points)
+    k = check_neighbours(k, n_points)
     n_nodes = check_positive_int(n_nodes, "n_nodes")
     candidates = check_positive_int(candidates, "candidates")
     shortcuts = check_int(shortcuts, "shortcuts", minimum=0)
@@ -168,7 +227,7 @@ def build_latent_graph(
     check_choice(connect, "connect mode", CONNECT_MODES)
     if executor is not None and not callable(getattr(executor, "edge_lengths", None)):
         raise InvalidInput(f"executor must be None or have an edge_lengths method; got {type(executor).__name__}.")
-    measure = edge_lengths if executor is None else executor.edge_lengths
+    measure = _edge_lengths if executor is None else executor.edge_lengths  # the codes are checked: no re-check
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
@@ -206,14 +265,6 @@ def build_latent_graph(
         "timings": {name: round(value, 4) for name, value in timings.items()},
     }
     return LatentGraph(codes, weights, labels, params)
-
-
-def _check_k(k: Any, n_points: int) -> int:
-    """Validate k against the number of points: 1 <= k <= n - 1."""
-    k = check_int(k, "k", minimum=1)
-    if k >= n_points:
-        raise InvalidInput(f"The 'k' parameter must be < the number of points ({n_points}); got {k}.")
-    return k
 
 
 def _shortcut_pairs(n_points: int, per_point: int, seed: int, existing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -288,11 +339,10 @@ def _connect(
         weights = _merge_csr(weights, _symmetric_csr(rows, cols, lengths, len(codes)))
         n_bridges += len(rows)
         n_components, component_of = connected_components(weights, directed=False)
-    warnings.warn(
+    warn(
         f"The kNN graph had {before} connected components; joined them with {n_bridges} metric-weighted bridge edge(s). "
         "Raise 'k' (or 'candidates') for a graph that is connected by itself.",
         DisconnectedGraphWarning,
-        stacklevel=3,
     )
     return weights, before, n_bridges
 
@@ -310,7 +360,7 @@ def _cheapest_bridges(
         closest = np.argsort(found.distances.reshape(-1), kind="stable")[:BRIDGE_CANDIDATES]
         sources = inside[closest // m]
         targets = outside[found.indices.reshape(-1)[closest]]
-        lengths = edge_lengths(metric, codes[sources], codes[targets], n_nodes=n_nodes)
+        lengths = _edge_lengths(metric, codes[sources], codes[targets], n_nodes=n_nodes)
         choice = int(np.argmin(lengths))
         pair = (int(min(sources[choice], targets[choice])), int(max(sources[choice], targets[choice])))
         best[pair] = float(lengths[choice])

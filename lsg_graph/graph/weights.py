@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 from lsg_graph._validation import check_codes, check_positive_int
 from lsg_graph.errors import DecoderError, InvalidInput
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.registry import DEFAULT_N_NODES
 
-DEFAULT_NODES = 8
-# Quadrature points per chunk: on the CPU small chunks keep each layer's activations in cache (4096 points was
-# fastest on the digits decoder, 1.5-2x over 65536; benchmarks/edge_weights.py); a GPU needs large batches.
+# Quadrature points per chunk: on the CPU small chunks keep each layer's activations in cache (the fastest size of
+# benchmarks/edge_weights.py, docs/measurements.md); a GPU needs large batches.
 CPU_POINTS_PER_CHUNK = 1 << 12
 CUDA_POINTS_PER_CHUNK = 1 << 16  # the conv decoder (D = 784) holds ~1.6 GB per activation map at this size
 
@@ -48,24 +48,52 @@ def edge_lengths(
     metric: PullbackMetric,
     starts: np.ndarray,
     ends: np.ndarray,
-    n_nodes: int = DEFAULT_NODES,
+    n_nodes: int = DEFAULT_N_NODES,
     points_per_chunk: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Metric lengths (E,) float64 of the straight segments starts[e] -> ends[e], both (E, d) latent codes.
+    """Metric lengths of the straight segments starts[e] -> ends[e], by Gauss-Legendre quadrature.
 
-    Work is split into chunks of at most `points_per_chunk` quadrature points (edges x nodes; default
-    `default_points_per_chunk` of the metric's device), so memory is bounded by one chunk's forward-mode pass, on
-    the metric's (decoder's) device and dtype.
+    Work is split into chunks of at most `points_per_chunk` quadrature points (edges x nodes), so memory is bounded by
+    one chunk's forward-mode pass, on the metric's (decoder's) device and dtype.
+
+    Parameters
+    ----------
+    metric : PullbackMetric
+    starts, ends : array-like (E, d)
+        Segment end points.
+    n_nodes : int, default 8
+        Gauss-Legendre nodes per segment.
+    points_per_chunk : int, optional
+        Default: `default_points_per_chunk` of the metric's device.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    ndarray (E,) float64
     """
     check_metric(metric)
     starts = check_codes(starts, "starts", latent_dim=metric.latent_dim, min_rows=0)
     ends = check_codes(ends, "ends", latent_dim=metric.latent_dim, min_rows=0)
     if starts.shape != ends.shape:
         raise InvalidInput(f"starts and ends must have the same shape; got {starts.shape} and {ends.shape}.")
+    if points_per_chunk is not None:
+        points_per_chunk = check_positive_int(points_per_chunk, "points_per_chunk")
+    return _edge_lengths(metric, starts, ends, check_positive_int(n_nodes, "n_nodes"), points_per_chunk, progress)
+
+
+def _edge_lengths(
+    metric: PullbackMetric,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    n_nodes: int,
+    points_per_chunk: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """edge_lengths on validated inputs (float64 (E, d) end points of the metric's dimension): no checks again."""
     if points_per_chunk is None:
         points_per_chunk = default_points_per_chunk(metric.device)
-    points_per_chunk = check_positive_int(points_per_chunk, "points_per_chunk")
     nodes, weights = gauss_legendre(n_nodes)
     n_edges = starts.shape[0]
     lengths = np.empty(n_edges, dtype=np.float64)
