@@ -200,7 +200,7 @@ def first_order_forward(module: nn.Module, blocks: Tensor) -> Tensor:
     """Push blocks (B, n, ...) = [values; B - 1 tangents] through `module`: values and Jacobian-tangent products.
 
     The first-order part of `second_order_forward` without its second-order block: all Jacobian columns of a
-    module at once when the tangents are the unit vectors (`jacobian_blocks`).
+    module at once when the tangents are the unit vectors (`jacobian_blocks`). Activations update `blocks` in place.
     """
     if type(module) is nn.Sequential:
         for layer in module:
@@ -211,8 +211,30 @@ def first_order_forward(module: nn.Module, blocks: Tensor) -> Tensor:
         rows = blocks.reshape(count * n, *blocks.shape[2:])
         out = stacked_forward(module, rows, n)  # linear: bias on the value block only
         return out.reshape(count, n, *out.shape[1:])
-    value, slope, _ = _activation_derivatives(module, blocks[0])
-    return torch.cat([value.unsqueeze(0), blocks[1:] * slope])
+    value, slope = _activation_slope(module, blocks[0])
+    blocks[1:].mul_(slope)  # in place: blocks come fresh from a linear layer or jacobian_blocks
+    blocks[0] = value
+    return blocks
+
+
+def _activation_slope(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """An activation's value y and first derivative s'(x) at x (elementwise)."""
+    if isinstance(layer, nn.Tanh):
+        y = torch.tanh(x)
+        return y, 1.0 - y * y
+    if isinstance(layer, nn.Sigmoid):
+        y = torch.sigmoid(x)
+        return y, y * (1.0 - y)
+    if isinstance(layer, nn.ELU):
+        y = F.elu(x, layer.alpha)
+        return y, torch.where(x > 0, torch.ones_like(y), y + layer.alpha)
+    if isinstance(layer, nn.Softplus):
+        scaled = x * layer.beta
+        slope = torch.where(scaled > layer.threshold, torch.ones_like(x), torch.sigmoid(scaled))
+        return F.softplus(x, layer.beta, layer.threshold), slope
+    if isinstance(layer, nn.ReLU):
+        return x.clamp_min(0), (x > 0).to(x.dtype)
+    raise TypeError(f"No fused first-order rule for {type(layer).__name__}.")
 
 
 def jacobian_blocks(z: Tensor) -> Tensor:

@@ -58,6 +58,7 @@ MAX_MEMORY_ENV = "LSG_GRAPH_MAX_MEMORY"  # override: bytes one command may alloc
 DEFAULT_MAX_WORK = 2 * 10**13  # about half an hour of CPU time at 1e10 multiply-adds per second
 DEFAULT_MAX_MEMORY = 16 * 2**30
 REFINE_PAIR_WORK = 3 * 10**10  # fixed cost of refining one pair (iterations, fallbacks): seconds at 1e10 per second
+EDGE_NODE_PASSES = 4  # multiply-adds per decoder parameter at one quadrature node of an edge: a jvp along the edge
 WALK_STEP_WORK = 10**7  # fixed cost of one batched walk step (about a millisecond)
 CUDA_WORK_FACTOR = 100  # a GPU does the same work about this much faster
 MAX_COORDINATE = 1e8  # latent coordinates beyond this (codes are O(1)) overflow the decoder in float32
@@ -330,7 +331,7 @@ def build_run(
         own_data = _check_data_matches(vae, dataset, data)
         n_edges = dataset.n_samples * min(k, max(dataset.n_samples - 1, 1)) * candidates
         check_request(
-            "build", 2 * (vae.latent_dim + 1) * n_edges * n_nodes * _decoder_params(PullbackMetric(vae.decoder(variance))),
+            "build", EDGE_NODE_PASSES * n_edges * n_nodes * _decoder_params(PullbackMetric(vae.decoder(variance))),
             f"{dataset.n_samples} codes, --k {k}, --nodes {n_nodes}, --candidates {candidates}",
             memory=64 * n_edges + 8 * n_nodes * vae.input_dim * 64,
             hint="lower --nodes, --k or --candidates", device=torch_device,
@@ -488,7 +489,7 @@ def build_user_run(
     n_points = len(user.codes)
     n_edges = n_points * min(k, max(n_points - 1, 1)) * candidates
     check_request(
-        "build", 2 * (metric.latent_dim + 1) * n_edges * n_nodes * _decoder_params(metric),
+        "build", EDGE_NODE_PASSES * n_edges * n_nodes * _decoder_params(metric),
         f"{n_points} codes, --k {k}, --nodes {n_nodes}, --candidates {candidates}",
         memory=64 * n_edges + 8 * n_nodes * metric.output_dim * 64,
         hint="lower --nodes, --k or --candidates", device=torch_device,

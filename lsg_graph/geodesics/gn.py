@@ -83,7 +83,7 @@ class _Decoded:
         with torch.no_grad():
             device, dtype = metric.device or torch.device("cpu"), metric.dtype or torch.float64
             self.width = metric._g(torch.zeros(1, self.d, device=device, dtype=dtype)).shape[1]
-        self.fused = getattr(metric.decoder, "fused_jacobian", None)
+        self.fused = getattr(metric.decoder, "fused_jacobian_rows", None)
 
     def values(self, z: Tensor) -> Tensor:
         """g(z) (m, P)."""
@@ -97,18 +97,19 @@ class _Decoded:
             return self.metric._g(z)
 
     def jacobians(self, z: Tensor) -> Tensor:
-        """J_g(z) (m, P, d), chunked so one chunk holds at most JACOBIAN_ELEMENTS output elements."""
+        """Transposed Jacobians J_g(z)^T (m, d, P), contiguous, chunked so one chunk holds at most
+        JACOBIAN_ELEMENTS output elements."""
         rows = max(1, JACOBIAN_ELEMENTS // ((self.d + 4) * self.width))
-        row = (self.width, self.d)
+        row = (self.d, self.width)
         parts = [_guarded(self._jacobian_chunk, z[i : i + rows], row) for i in range(0, len(z), rows)]
-        return torch.cat(parts) if parts else z.new_zeros(0, self.width, self.d)
+        return torch.cat(parts) if len(parts) > 1 else parts[0] if parts else z.new_zeros(0, self.d, self.width)
 
     def _jacobian_chunk(self, z: Tensor) -> Tensor:
-        """J_g(z) for one chunk; DecoderError where the decoder raises."""
+        """J_g(z)^T for one chunk; DecoderError where the decoder raises."""
         if self.fused is not None:
-            with _decoder_failures("the Jacobian (the decoder's fused_jacobian)"):
+            with _decoder_failures("the Jacobian (the decoder's fused_jacobian_rows)"):
                 return self.fused(z)
-        return self.metric._jacobian(z)
+        return self.metric._jacobian(z).transpose(1, 2).contiguous()
 
 
 def block_tridiagonal_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
@@ -202,11 +203,13 @@ def _normal_equations(decoded: _Decoded, curves: Tensor, values: Tensor) -> tupl
     gradient = curves.new_empty(m, k, d)
     for begin in range(0, m, per_chunk):
         rows = slice(begin, min(m, begin + per_chunk))
-        jacobian = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d)).reshape(-1, k, width, d)
+        flat = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d))  # J_k^T of all interior nodes (count, d, P)
+        transposed = flat.reshape(-1, k, d, width)
         residual = values[rows, 1:] - values[rows, :-1]
-        transposed = jacobian.transpose(2, 3)
-        diagonal[rows] = 2.0 * (transposed @ jacobian)
-        upper[rows] = -(transposed[:, :-1] @ jacobian[:, 1:])
+        diagonal[rows] = 2.0 * (transposed @ transposed.transpose(2, 3))
+        if k > 1:  # J_k^T J_{k+1} over the flat node sequence (contiguous operands; the products across pairs dropped)
+            coupled = torch.bmm(flat[:-1], flat[1:].transpose(1, 2))
+            upper[rows] = -torch.cat([coupled, coupled.new_zeros(1, d, d)]).reshape(-1, k, d, d)[:, :-1]
         gradient[rows] = (transposed @ (residual[:, :-1] - residual[:, 1:]).unsqueeze(-1)).squeeze(-1)
     finite = torch.isfinite(diagonal).all(dim=(1, 2, 3)) & torch.isfinite(gradient).all(dim=(1, 2))
     return diagonal, upper, gradient, finite

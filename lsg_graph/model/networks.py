@@ -290,6 +290,23 @@ class RBFStd(nn.Module):
         padded = torch.cat([blocks, torch.zeros_like(blocks[:1])])
         return self.second_order(padded, 1, second=False)[:-1]
 
+    def jacobian(self, z: Tensor) -> Tensor:
+        """Blocks (d + 1, n, D): std(z) and its partial derivatives along the d unit vectors (without a gate, the
+        unit tangents make the projections of `second_order` a transpose of the offsets)."""
+        if self.gate_centers is not None:
+            return self.first_order(forward_mode.jacobian_blocks(z))
+        offsets = z.unsqueeze(-2) - self.centers  # (n, K, d)
+        activations = torch.exp(-self.gammas * offsets.square().sum(-1))  # (n, K)
+        parts = z.new_empty(1 + z.shape[1], z.shape[0], self.centers.shape[0])
+        parts[0] = activations
+        parts[1:] = (activations.unsqueeze(-1) * (-2.0 * self.gammas).unsqueeze(-1) * offsets).permute(2, 0, 1)
+        fitted = parts @ F.softplus(self.weight_free).transpose(0, 1)  # f and its partials (d + 1, n, D)
+        precision = fitted[0] + self.zeta
+        root = torch.rsqrt(precision)
+        fitted[1:].mul_(-0.5 * root / precision)
+        fitted[0] = root + self.min_std
+        return fitted
+
     def second_order(self, blocks: Tensor, along: int, second: bool = True) -> Tensor:
         """Std blocks (B, n, D) from input blocks [z; tangents; 0] (B, n, d) straight from forward_mode.input_blocks.
 
@@ -385,15 +402,26 @@ class VAEDecoder(nn.Module):
         return mean, std, mean_tangent, std_tangent
 
     def fused_jacobian(self, z: Tensor) -> Tensor:
-        """Jacobian J_g (n, 2D, d) of g = [mean; std] at z (n, d) in one fused first-order pass (d + 1 row blocks).
+        """Jacobian J_g (n, 2D, d) of g = [mean; std] at z (n, d): a view of `fused_jacobian_rows`."""
+        return self.fused_jacobian_rows(z).transpose(1, 2)
 
-        The optional decoder method lsg_graph.geodesics.gn uses without autograd; values that are not finite make
-        the row's Jacobian NaN.
+    def fused_jacobian_rows(self, z: Tensor) -> Tensor:
+        """Transposed Jacobians J_g^T (n, d, 2D), contiguous, of g = [mean; std] at z (n, d) in one fused
+        first-order pass (d + 1 row blocks per network).
+
+        The optional decoder method lsg_graph.geodesics.gn uses without autograd; a point where a value is not
+        finite gets a NaN Jacobian.
         """
-        blocks = forward_mode.jacobian_blocks(z)
-        out = torch.cat([self.mean.first_order(blocks), self.std.first_order(blocks)], dim=-1)
-        guard = 0.0 * out[0].sum(dim=-1, keepdim=True)
-        return out[1:].permute(1, 2, 0) + guard.unsqueeze(-1)
+        n, d = z.shape
+        out = z.new_empty(n, d, 2 * self.output_dim)
+        for part, columns in ((self.mean, slice(0, self.output_dim)), (self.std, slice(self.output_dim, None))):
+            jacobian = getattr(part, "jacobian", None)
+            blocks = jacobian(z) if jacobian is not None else part.first_order(forward_mode.jacobian_blocks(z))
+            out[:, :, columns] = blocks[1:].transpose(0, 1)
+            bad = ~torch.isfinite(blocks[0]).all(dim=-1)
+            if bool(bad.any()):
+                out[bad] = torch.nan
+        return out
 
     def fused_geodesic_terms(self, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Jacobian J_g (n, 2D, d) and h = d^2/ds^2 g(z + s v) (n, 2D) of g = [mean; std] in one fused pass.
