@@ -81,8 +81,8 @@ class GeodesicResult:
     times: (m,) the polyline's parameter at its points (by metric arc length; None: equal times). `sample(n)`
     evaluates this representation. length: the metric length of that curve (quadrature of the metric speed,
     Gauss-Legendre, 8 nodes per interval or straight segment, 4 per interval of a Gauss-Newton spline): the length
-    of an actual curve. graph_length: the Dijkstra path's length. converged: the method that produced the curve met its tolerance. method: the
-    REFINE_METHODS name of that method ("gauss_newton", "shooting", "energy"), or "graph" (the graph path was
+    of an actual curve. graph_length: the Dijkstra path's length. converged: the method that produced the curve met
+    its tolerance. method: the REFINE_METHODS name of that method ("gauss_newton", "shooting", "energy"), or "graph" (the graph path was
     kept). n_iter: that method's iterations (for "graph" after a failed refinement, all iterations spent).
     endpoint_error: ||gamma(1) - b|| in latent units (0 unless shooting). initial_velocity: gamma'(0) (d,) for
     shooting results, the Riemannian log map Log_a(b). message: why earlier stages failed or a fallback was taken.
