@@ -40,6 +40,7 @@ from lsg_graph._threads import n_jobs_threads
 from lsg_graph._validation import check_float_param, check_int_param, param_error, sklearn_errors
 from lsg_graph.errors import ConvergenceWarning, DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
+from lsg_graph.manifolds import LinearDecoder
 from lsg_graph.metric import PullbackMetric, as_metric
 from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_NODES
 
@@ -53,22 +54,13 @@ DISTANCE_KINDS = {
 # ------------------------------------------------------------------------------------------------ graph helpers
 
 
-class EuclideanDecoder:
-    """The identity decoder z (n, d) -> (z, None): its pullback metric is the identity, edge lengths are Euclidean."""
-
-    def __init__(self, latent_dim: int) -> None:
-        """Latent and output dimension d."""
-        self.latent_dim = self.output_dim = int(latent_dim)
-
-    def __call__(self, z: Any) -> tuple[Any, None]:
-        """Return z unchanged (n, d) and no std."""
-        return z, None
+EuclideanDecoder = LinearDecoder.identity  # the former identity decoder's name: LinearDecoder(I_d)
 
 
 def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
     """The metric that measures edges: PullbackMetric(decoder), or Euclidean (identity decoder) when it is None."""
     if decoder is None:
-        return PullbackMetric(EuclideanDecoder(latent_dim))
+        return PullbackMetric(LinearDecoder.identity(latent_dim))
     metric = as_metric(decoder, np.empty((0, latent_dim)))  # d from X on a copy: the parameter is not changed
     if metric.latent_dim != latent_dim:
         raise InvalidInput(
