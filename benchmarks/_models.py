@@ -7,6 +7,8 @@ Every benchmark that needs a trained VAE asks this module for it by name:
   1797 digits: exactly what ``lsg-graph train && lsg-graph build`` makes.
 * ``mnist<d>`` (e.g. ``mnist8``): the same pipeline on the MNIST-5k digits (benchmarks/_mnist.py, pixels / 255) at
   latent dimension d.
+* ``digits28``: the digits upsampled to 28 x 28 (the D = 784 images of benchmarks/scale.py's conv model; pass
+  ``architecture="conv"`` for it).
 
 Keyword overrides (VAEConfig fields, e.g. ``epochs=60``) and the seed are part of the cache key, so a benchmark
 that needs a variant gets its own entry trained by the same code; `refit` derives RBF-head variants
@@ -17,7 +19,7 @@ complete run directory (model, graph, manifest), so `serve` and the CLI can use 
 `untrained` makes the random-weight models (no training, nothing cached) that some benchmarks time instead of a
 trained decoder of the same size.
 
-Usage:  python benchmarks/_models.py [NAME ...]     (train and cache; names: digits, mnist<d>)
+Usage:  python benchmarks/_models.py [NAME ...]     (train and cache; names: digits, digits28, mnist<d>)
 """
 
 from __future__ import annotations
@@ -99,15 +101,35 @@ class CachedModel:
         return LatentGraph.load(self.folder)
 
 
+def digits28_npz() -> Path:
+    """The 1797 digits upsampled to 28 x 28 (linear interpolation, clipped to [0, 1]) as an npz, written once."""
+    path = CACHE.parent / "digits28.npz"
+    if not path.is_file():
+        from scipy.ndimage import zoom
+
+        from lsg_graph.data import load_dataset
+
+        digits = load_dataset("digits")
+        squares = digits.images.reshape(-1, 8, 8)
+        images = np.clip(zoom(squares, (1, 3.5, 3.5), order=1), 0.0, 1.0).reshape(len(squares), -1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f"digits28.tmp-{os.getpid()}.npz")
+        np.savez(temp, x=images.astype(np.float32), y=digits.labels, image_shape=np.array([28, 28]))
+        temp.replace(path)
+    return path
+
+
 def data_spec(name: str) -> tuple[str, dict[str, Any]]:
-    """The data spec and the VAEConfig fields that a model name implies ("digits", "mnist<d>")."""
+    """The data spec and the VAEConfig fields that a model name implies ("digits", "digits28", "mnist<d>")."""
     if name == "digits":
         return "digits", {}
+    if name == "digits28":
+        return f"npz:{digits28_npz()}", {}
     if name.startswith("mnist") and name[len("mnist"):].isdigit() and int(name[len("mnist"):]) >= 1:
         from _mnist import mnist_csv
 
         return f"csv:{mnist_csv()}?label=last&scale=255", {"latent_dim": int(name[len("mnist"):])}
-    raise SystemExit(f"unknown model {name!r}; expected 'digits' or 'mnist<d>' (e.g. mnist8)")
+    raise SystemExit(f"unknown model {name!r}; expected 'digits', 'digits28' or 'mnist<d>' (e.g. mnist8)")
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -134,7 +156,8 @@ def trained(name: str = "digits", seed: int = 0, **overrides: Any) -> CachedMode
     Parameters
     ----------
     name : str
-        "digits" (the default model) or "mnist<d>" (MNIST-5k at latent dimension d).
+        "digits" (the default model), "digits28" (digits upsampled to 28 x 28) or "mnist<d>" (MNIST-5k at latent
+        dimension d).
     seed : int
         Seed of the split and of training.
     **overrides
@@ -149,8 +172,7 @@ def trained(name: str = "digits", seed: int = 0, **overrides: Any) -> CachedMode
 
     data, implied = data_spec(name)
     config = {**implied, **overrides}
-    label = name if name == "digits" else name  # readable folder names: digits-s0-<key>, mnist8-s0-<key>
-    folder = CACHE / f"{label}-s{seed}-{_key({'format': FORMAT, 'name': name, 'seed': seed, 'config': config})}"
+    folder = CACHE / f"{name}-s{seed}-{_key({'format': FORMAT, 'name': name, 'seed': seed, 'config': config})}"
     if _loads(folder):
         meta = json.loads((folder / META).read_text())
         return CachedModel(name, folder, data, seed, float(meta["train_seconds"]))
