@@ -459,14 +459,38 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return refined
 
     def save(self, path: Any) -> Any:
-        """Write the fitted transformer to the directory `path` (safetensors + JSON, no pickle); see estimator_io."""
+        """Write the fitted transformer to the directory `path` (safetensors + JSON, no pickle); see estimator_io.
+
+        Parameters
+        ----------
+        path : str or Path
+            A new directory, or one holding an earlier save (replaced).
+
+        Returns
+        -------
+        Path
+            The directory written.
+        """
         from lsg_graph.estimator_io import save_estimator
 
         return save_estimator(self, path)
 
     @classmethod
     def load(cls, path: Any, decoder: Any = None) -> GeodesicDistance:
-        """Read a fitted transformer saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        """Read a fitted transformer saved by `save`, validated; pass the decoder it was fitted with (not stored).
+
+        Parameters
+        ----------
+        path : str or Path
+            A directory written by `save`.
+        decoder : decoder, VAE or PullbackMetric, optional
+            The decoder it was fitted with (None if it was fitted without one).
+
+        Returns
+        -------
+        GeodesicDistance
+            The fitted estimator.
+        """
         from lsg_graph.estimator_io import load_estimator
 
         return load_estimator(path, decoder, expected=cls)
