@@ -184,7 +184,18 @@ class LatentGraph:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> LatentGraph:
-        """Read and validate `run_dir`/graph.npz; a missing, corrupt or inconsistent file raises ArtifactError."""
+        """Read and validate `run_dir`/graph.npz; a missing, corrupt or inconsistent file raises ArtifactError.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A run directory holding graph.npz.
+
+        Returns
+        -------
+        LatentGraph
+            The graph as saved.
+        """
         path = Path(run_dir) / GRAPH_FILE
         with _io.run_read_lock(run_dir):  # finishes an update a killed writer committed; no commit lands mid-read
             arrays, meta = _io.load_arrays(path, GRAPH_KIND)

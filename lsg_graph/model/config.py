@@ -150,6 +150,16 @@ class VAEConfig:
 
         Keys added in later versions (architecture, image_shape) take their defaults when absent, so configs saved
         before them still load.
+
+        Parameters
+        ----------
+        payload : mapping
+            Field names and values (as written by `to_dict`).
+
+        Returns
+        -------
+        VAEConfig
+            The validated configuration.
         """
         if not isinstance(payload, Mapping):
             raise InvalidInput(f"A VAE config must be a dict; got {type(payload).__name__}.")

@@ -214,7 +214,25 @@ class VAE(nn.Module):
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-        """Load a model saved by `save` (no pickle), checking format, version, checksum, tensor names and shapes."""
+        """Load a model saved by `save` (no pickle), checking format, version, checksum, tensor names and shapes.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A run directory holding model.safetensors.
+        device : str or torch.device, default "cpu"
+            Where the model is placed ("auto", "cpu", "cuda").
+
+        Returns
+        -------
+        VAE
+            The model, fitted as saved.
+
+        Raises
+        ------
+        ArtifactError
+            A missing, corrupt or incompatible model file.
+        """
         run_dir = Path(run_dir)
         if not run_dir.exists():
             raise ArtifactError(f"The run directory {str(run_dir)!r} does not exist.")
