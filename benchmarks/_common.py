@@ -1,9 +1,19 @@
-"""Small helpers shared by the benchmark scripts: fixed-width tables, number formatting, JSON output."""
+"""The harness every benchmark shares: machine record, thread setting, fixed-width tables, JSON output.
+
+A benchmark calls `machine()` at its start (platform, python, torch, cores, load average), `use_threads(1)` for the
+one-thread setting (torch and, when loaded, faiss), prints its rows with `table`, and ends with
+`write_json(name, payload)` after `finish(info)` adds the load average at the end. Models come from
+benchmarks/_models.py. ``LSG_BENCH_RESULTS`` writes the JSON to another folder (a smoke run that must not replace
+the recorded results).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +22,52 @@ from typing import Any
 import numpy as np
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(os.environ.get("LSG_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages, rounded (NaN where the platform has none)."""
+    if not hasattr(os, "getloadavg"):
+        return [math.nan] * 3
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    """What a result depends on: platform, python, torch, cores (all / usable), threads, load average now."""
+    from lsg_graph._threads import available_cpus
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "usable_cpus": available_cpus(),
+        "threads": torch.get_num_threads(),
+        "load_avg_start": load_average(),
+    }
+
+
+def finish(info: dict[str, Any]) -> dict[str, Any]:
+    """`info` (from `machine`) with the load average at the end added; returned for chaining."""
+    info["load_avg_end"] = load_average()
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One line for the top of a benchmark's output."""
+    one, five, fifteen = info["load_avg_start"]
+    return (f"python {info['python']} torch {info['torch']} threads {info['threads']} ({info['usable_cpus']} of "
+            f"{info['cpus']} cores usable); load avg {one} / {five} / {fifteen} (1/5/15 min)")
+
+
+def use_threads(n: int | None = 1) -> int:
+    """Set the process's thread count (torch via lsg_graph.set_threads; faiss too when it is loaded); return it."""
+    from lsg_graph import set_threads
+
+    threads = set_threads(n)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
+    return threads
 
 
 def fmt(value: Any, kind: str = "g") -> str:
@@ -73,7 +128,9 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     """Write `payload` to benchmarks/results/<name>.json (folder created if needed); return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    temp.replace(path)  # atomic: a reader sees the old file or the new one
     return path
 
 

@@ -13,8 +13,6 @@ Run:  .venv/bin/python benchmarks/cluster.py [--n 70000] [--clusters 10] [--seed
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import sys
 import time
@@ -26,17 +24,16 @@ from typing import Any
 
 import numpy as np
 import sklearn
-import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, table, use_threads, write_json  # noqa: E402
 
 from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
-from lsg_graph.distances import EuclideanDecoder  # noqa: E402
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
+from lsg_graph.manifolds import LinearDecoder  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 
 N_NEIGHBORS = 10
@@ -74,10 +71,11 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=10, help="number of clusters (and mixture components)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of both inits")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    use_threads(2)
+    info = machine()
 
     codes, component = mixture(args.n, args.clusters, args.seed)
-    metric = PullbackMetric(EuclideanDecoder(2))
+    metric = PullbackMetric(LinearDecoder.identity(2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DisconnectedGraphWarning)
         graph, graph_s = timed(lambda: build_latent_graph(metric, codes, k=N_NEIGHBORS, n_nodes=1, device="cpu"))
@@ -151,12 +149,13 @@ def main() -> None:
             "peak_rss_mb": peak_rss_mb,
             "bridging_warnings": len(caught),
             "environment": {
-                "python": platform.python_version(),
+                "python": info["python"],
                 "numpy": np.__version__,
                 "sklearn": sklearn.__version__,
-                "torch": torch.__version__,
-                "cpu_count_visible": len(os.sched_getaffinity(0)),
+                "torch": info["torch"],
+                "cpu_count_visible": info["usable_cpus"],
             },
+            "machine": finish(info),
         },
     )
     print(f"wrote {path}")

@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python benchmarks/edge_weights.py [--quick] [--device auto|cpu|cuda] [--seed S]
 
-1. Edge weighting on VAE decoders: the default architecture trained on sklearn digits with train_vae (latent
+1. Edge weighting on VAE decoders: the benchmarks' default model (benchmarks/_models.py, trained once; latent
    d = 2, D = 64; random weights with --quick) and a wider synthetic decoder with random weights (D = 784, the
    MNIST size, default hidden sizes). For E edges and T = 8 nodes, `edge_lengths(metric, starts, ends, n_nodes=8)`
    is compared with its limits on the same E*T quadrature points, in the same chunks: (a) a plain batched
@@ -16,9 +16,9 @@ Usage:  .venv/bin/python benchmarks/edge_weights.py [--quick] [--device auto|cpu
 2. Build time of the default `lsg-graph build` path: `build_run` into a temporary run directory (trains the
    model, as the CLI does when the run has none), then rebuilt with the model in place; the stages come from
    BuildSummary.timings.
-3. 70,000 synthetic codes (a Gaussian mixture fitted per digit class to the digits codes of section 2's model)
-   with that model's RBF decoder, k = 10, T = 8: `build_latent_graph` end to end, its stage times
-   (graph.params["timings"]), edges and edges/s, with the library defaults and with the best setting of 1.
+3. 70,000 synthetic codes (a Gaussian mixture fitted per digit class to the digits codes of the default model,
+   the model `build_run` trains in section 2, cached by benchmarks/_models.py) with its RBF decoder, k = 10,
+   T = 8: `build_latent_graph` end to end, its stage times (graph.params["timings"]), edges and edges/s, with the library defaults and with the best setting of 1.
 4. Profile of the edge-weighting path: an additive breakdown (plain jvp -> the metric's jvp -> the squared
    norm -> PullbackMetric.inner -> edge_lengths) on the same points, the top cProfile entries and the top
    torch.profiler operators.
@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +50,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import best_of, table, write_json  # noqa: E402
+from _common import best_of, finish, load_average, machine, table, write_json  # noqa: E402
+from _models import trained, untrained  # noqa: E402
 
+from lsg_graph._threads import torch_threads  # noqa: E402
 from lsg_graph._validation import resolve_device  # noqa: E402
 from lsg_graph.data import load_digits  # noqa: E402
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import default_points_per_chunk, edge_lengths, gauss_legendre  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.model import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAE, encode_codes  # noqa: E402
 from lsg_graph.pipeline import build_run  # noqa: E402
 
 T_NODES = 8
@@ -74,7 +76,7 @@ DEFAULT_POINTS_PER_CHUNK = default_points_per_chunk("cpu")  # set for the run's 
 
 def load() -> list[float]:
     """1-, 5- and 15-minute load averages (rounded)."""
-    return [round(x, 2) for x in os.getloadavg()]
+    return load_average()
 
 
 def load_line() -> str:
@@ -83,33 +85,14 @@ def load_line() -> str:
     return f"load avg {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"
 
 
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
+def threads(n: int | None) -> contextlib.AbstractContextManager[None]:
     """Run with n torch intra-op threads (None: leave as is), restoring the count afterwards."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(n)
 
 
 def paired_median_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over repeats of time(denominator) / time(numerator), i.e. speed(numerator) / speed(denominator)."""
     return float(np.median(np.asarray(denominator) / np.asarray(numerator)))
-
-
-def random_vae(output_dim: int, seed: int, device: torch.device) -> VAE:
-    """A VAE of the default architecture with random weights; RBF centres drawn from N(0, I), marked fitted."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = VAE(VAEConfig(input_dim=output_dim, mean_output="sigmoid", seed=seed))
-        with torch.no_grad():
-            vae.rbf_std.centers.copy_(torch.randn_like(vae.rbf_std.centers))
-            vae.rbf_std.weight_free.normal_(0.0, 1.0)
-    vae.rbf_fitted = True
-    return vae.eval().to(device)
 
 
 def default_mixture() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -401,7 +384,7 @@ def build_rows(run_dir: Path, device: str, seed: int, repeats: int) -> tuple[lis
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DisconnectedGraphWarning)
-            summary = build_run(run_dir, "digits", device=device, seed=seed, progress=False)
+            summary = build_run(run_dir, "digits", device=device, seed=seed, progress=False, train_if_missing=True)
         wall = time.perf_counter() - started
         row = {"run": "first (trains)" if attempt == 0 else f"rebuild {attempt}", "total_s": wall, **summary.timings}
         rows.append(row)
@@ -475,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and default_threads > 1:
         thread_counts = (None, 1)
     n_codes = 20_000 if quick else 70_000
-    loads: dict[str, list[float]] = {"start": load()}
+    info = machine()
+    loads: dict[str, list[float]] = {"start": info["load_avg_start"]}
     print(
         f"lsg-graph edge-weighting speed  seed={args.seed} quick={quick} device={device} "
         f"python {platform.python_version()} torch {torch.__version__} threads {default_threads} "
@@ -486,17 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     digits = load_digits()
     if quick:
-        digits_vae = random_vae(64, args.seed, device)
+        digits_vae = untrained(64, args.seed, device)
         mixture = default_mixture()
         digits_label, train_s = "digits D=64 (random weights)", None
     else:
-        train_started = time.perf_counter()
-        digits_vae, _ = train_vae(digits.images, VAEConfig(input_dim=64, seed=args.seed), progress=False)
-        train_s = time.perf_counter() - train_started
-        digits_vae = digits_vae.eval().to(device)
+        shared = trained("digits", args.seed)  # the benchmarks' one default model (trained once, cached)
+        digits_vae, train_s = shared.vae(str(device)), shared.train_seconds
         mixture = fit_mixture(encode_codes(digits_vae, digits.images).astype(np.float64), digits.labels)
         digits_label = "digits D=64 (trained)"
-    wide_vae = random_vae(784, args.seed + 1, device)
+    wide_vae = untrained(784, args.seed + 1, device)
     # (edges in the sweep, edges in the main table) per decoder
     sizes = {
         "digits": (5_000, 10_000) if quick else (10_000, 50_000),
@@ -512,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             Workload(label, vae, starts, ends, device),
         )
     if train_s is not None:
-        print(f"trained the digits VAE with train_vae (1797 images, default config) in {train_s:.1f}s")
+        print(f"the default digits model (benchmarks/_models.py, train_run on 'digits') was trained in {train_s:.1f}s")
 
     sweep_rows: list[dict[str, Any]] = []
     main_rows: list[dict[str, Any]] = []
@@ -569,9 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lsg-bench-") as tmp:
         run_dir = Path(tmp) / "run"
         build, build_info = build_rows(run_dir, args.device, args.seed, 1 if quick else 2)
-        graph = LatentGraph.load(run_dir)
-        run_codes, run_labels = graph.codes, graph.labels
-        run_vae = VAE.load(run_dir, device=str(device))
+    shared = trained("digits", args.seed)  # section 3 uses the benchmarks' default model, trained the same way
+    graph = shared.graph()
+    run_codes, run_labels = graph.codes, graph.labels
+    run_vae = shared.vae(str(device))
     loads["after_2"] = load()
     section2_s = time.perf_counter() - t0
     stage_keys = [key for key in ("train_s", "encode_s", "knn_s", "edge_lengths_s", "components_s", "save_s")]
@@ -689,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                 "default_points_per_chunk": DEFAULT_POINTS_PER_CHUNK,
                 "default_metric_chunk": DEFAULT_METRIC_CHUNK,
                 "digits_train_s": train_s,
+                "machine": finish(info),
                 "loadavg": loads,
                 "run_time_s": run_time,
                 "section_time_s": {

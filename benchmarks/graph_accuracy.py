@@ -24,21 +24,20 @@ Tables are printed; the same rows go to benchmarks/results/graph_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import faiss
+import faiss  # noqa: F401  (loaded first, so that use_threads sets its thread count too)
 import numpy as np
 import torch
 from scipy.special import roots_legendre
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, machine_line, table, use_threads, write_json  # noqa: E402
 
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.geodesics.shortest import graph_distances  # noqa: E402
@@ -478,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # One thread by default: on a shared 2-core machine, two OpenMP threads that have to wait for each other made
     # edge lengths 5-8x slower (wall) than one thread whenever other jobs were running.
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
+    use_threads(args.threads)  # torch and faiss
+    info = machine()
     started = time.perf_counter()
     sizes = tuple(args.sizes) if args.sizes else ((1000,) if args.quick else (1000, 3000, 10000))
     ks = (5, 10, 20) if args.quick else (5, 10, 20, 30)
@@ -489,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     n_edges = 500 if args.quick else 2000
     print(
         f"lsg-graph accuracy study  seed={args.seed} quick={args.quick} sizes={sizes} k={ks} "
-        f"python {platform.python_version()} torch {torch.__version__} threads {torch.get_num_threads()}\n"
+        f"{machine_line(info)}\n"
     )
 
     # 1. quadrature
@@ -599,9 +598,10 @@ def main(argv: list[str] | None = None) -> int:
                 "anisotropic_factors": aniso_factors,
                 "anisotropic_sizes": aniso_sizes,
                 "sources": args.sources,
-                "python": platform.python_version(),
-                "torch": torch.__version__,
+                "python": info["python"],
+                "torch": info["torch"],
                 "threads": torch.get_num_threads(),
+                "machine": finish(info),
                 "run_time_s": total_s,
                 "section_time_s": {"quadrature": quad_s, "curved": curved_s, "anisotropic": aniso_s},
             },

@@ -1,7 +1,7 @@
 """Geometry at latent dimension 2-64 on real MNIST digits: the paper's RBF head ("before") against the gated head.
 
-For each latent dimension d, one VAE is trained on the MNIST-5k training split (4000 digits; cached in
-benchmarks/.cache), and its RBF precision network is refitted with the gate (`refit_rbf(rbf_gate="codes")`), so
+For each latent dimension d, one VAE is trained on the MNIST-5k training split (4000 digits; the shared model
+cache of benchmarks/_models.py, `trained(f"mnist{d}")`), and its RBF precision network is refitted with the gate (`refit_rbf(rbf_gate="codes")`), so
 both variants share encoder and mean decoder. Per variant:
 
 * variance: median over points of the pixel-mean sigma on the training codes ("on") and at off-data points
@@ -19,8 +19,6 @@ Writes benchmarks/results/high_dim.json after every dimension.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 import warnings
@@ -33,8 +31,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_json  # noqa: E402
-from _mnist import mnist_model, mnist_variant  # noqa: E402
+from _common import finish, machine, table, use_threads, write_json  # noqa: E402
+from _models import refit, trained  # noqa: E402
 
 from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
 from lsg_graph.distances import distance_bounds  # noqa: E402
@@ -120,17 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iwae", type=int, default=32)
     parser.add_argument("--name", default="high_dim")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    use_threads(1)
+    info = machine()
     rows: list[dict[str, Any]] = []
     for d in args.dims:
-        base, data, train, held = mnist_model(d)
-        gated = mnist_variant(d, **GATED)[0]
+        model = trained(f"mnist{d}")
+        data, (train, held) = model.dataset(), model.split()
+        base, gated = model.vae(), refit(model, **GATED)
         for name, vae in (("paper RBF (before)", base), ("gated RBF", gated)):
             rows.append(variant_row(name, vae, data, train, held, args))
             print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-1:]), flush=True)
         write_json(args.name, {
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(),
-                        "torch": torch.__version__, "threads": 1},
+            "machine": {"platform": info["platform"], "cpus": info["cpus"], "load": info["load_avg_start"],
+                        "torch": info["torch"], "threads": 1, "load_avg_end": finish(info)["load_avg_end"]},
             "args": vars(args), "gate": GATED, "rows": rows,
         })
     print(table("MNIST-5k: before (paper RBF) and after (gated RBF), per latent dimension", COLUMNS, rows))

@@ -21,11 +21,12 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, table, write_json  # noqa: E402
+from _common import best_of, finish, machine, table, use_threads, write_json  # noqa: E402
+from _models import untrained  # noqa: E402
 
 from lsg_graph import _io  # noqa: E402
 from lsg_graph.graph.latent_graph import GRAPH_FILE, GRAPH_KIND, LatentGraph  # noqa: E402
-from lsg_graph.model import MODEL_FILE, MODEL_KIND, VAE, VAEConfig  # noqa: E402
+from lsg_graph.model import MODEL_FILE, MODEL_KIND  # noqa: E402
 from lsg_graph.pipeline import load_graph, model_checksum  # noqa: E402
 
 
@@ -44,12 +45,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=60_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    use_threads(1)
+    info = machine()
     root = Path(tempfile.mkdtemp(prefix="lsg-integrity-bench-"))
     run, plain = root / "run", root / "plain"
     plain.mkdir()
-    model = VAE(VAEConfig(input_dim=784, n_centers=64))
-    model.rbf_fitted = True
+    model = untrained(784, n_centers=64)  # benchmarks/_models.py: random weights, the size of an MNIST model
     model.save(run)
     graph = random_graph(args.nodes)
     graph.params["model_sha256"] = model_checksum(run)
@@ -83,7 +84,8 @@ def main() -> None:
                 f"model of {(run / MODEL_FILE).stat().st_size / 2**20:.1f} MB, best of {args.repeats}",
                 [("case", "case", "str"), ("contender", "contender", "str"), ("seconds", "s", "s"),
                  ("ratio", "vs plain", "x")], rows))
-    path = write_json("integrity_overhead", {"nodes": args.nodes, "repeats": args.repeats, "rows": rows})
+    path = write_json("integrity_overhead", {"nodes": args.nodes, "repeats": args.repeats, "rows": rows,
+                                              "machine": finish(info)})
     print(f"wrote {path}")
 
 

@@ -5,8 +5,8 @@ Usage:  .venv/bin/python benchmarks/refine.py [--quick] [--pairs P] [--surface-p
 1. Exact surfaces. SphereChart and DevelopableSurface: N = 1500 sampled codes, k = 12 graph, S random pairs (default
    50) whose exact distance exceeds a quarter of the domain's diameter. Relative error |L - d| / d of the graph
    (Dijkstra) length and of the refined length (default method "shooting") against the exact distance d.
-2. VAE. The default VAEConfig trained on the digits / 16 (all 1797), the RBF decoder in a float64 copy, a k = 10
-   graph over all codes, P random pairs of codes (default 100). For each method ("shooting", "energy", "none" =
+2. VAE. The default model (benchmarks/_models.py: `lsg-graph train` on the digits, cached), the RBF decoder in a
+   float64 copy, a k = 10 graph over the codes of all 1797 digits, P random pairs of codes (default 100). For each method ("shooting", "energy", "none" =
    graph only): wall time, pairs per second, violations (refined length > graph length), outcomes (converged by
    shooting, by the energy fallback, graph kept) and the relative difference (L - L_ref) / L_ref to a careful
    energy minimisation from the same graph paths (200 nodes, up to 3000 L-BFGS iterations, tol 1e-10); negative
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 import warnings
@@ -35,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import far_pairs, table, write_json  # noqa: E402
+from _common import far_pairs, finish, machine, machine_line, table, write_json  # noqa: E402
+from _models import trained  # noqa: E402
 
 from lsg_graph.errors import ConvergenceWarning  # noqa: E402
 from lsg_graph.geodesics.refine import GeodesicResult, refine_geodesics  # noqa: E402
@@ -114,16 +114,13 @@ def surface_study(n_pairs: int, seed: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------- 2. VAE
 
 
-def train_default_vae(seed: int) -> tuple[Any, np.ndarray, float]:
-    """The default VAE on the digits / 16 (all 1797 rows), its codes, and the training time."""
-    from sklearn.datasets import load_digits
+def default_vae(seed: int) -> tuple[Any, np.ndarray, float]:
+    """The shared default model (trained once, cached), the codes of all 1797 digits, and its training seconds."""
+    from lsg_graph.model import encode_codes
 
-    from lsg_graph.model import VAEConfig, encode_codes, train_vae
-
-    x = load_digits().data / 16.0
-    started = time.perf_counter()
-    vae, _ = train_vae(x, VAEConfig(input_dim=64, seed=seed), progress=False)
-    return vae, encode_codes(vae, x), time.perf_counter() - started
+    model = trained("digits", seed)
+    vae = model.vae()
+    return vae, encode_codes(vae, model.dataset().images), model.train_seconds
 
 
 def compare(results: list[GeodesicResult], reference: np.ndarray) -> dict[str, Any]:
@@ -176,7 +173,7 @@ def vae_rows(
 
 def vae_study(n_pairs: int, seed: int, quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Section 2 (and 3 with CUDA): the default VAE, P pairs, every method against the careful reference."""
-    vae, codes, train_seconds = train_default_vae(seed)
+    vae, codes, train_seconds = default_vae(seed)
     decoder = copy.deepcopy(vae.decoder("rbf")).double()
     metric = PullbackMetric(decoder)
     started = time.perf_counter()
@@ -263,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     n_pairs = args.pairs or (20 if args.quick else 100)
     n_surface = args.surface_pairs or (20 if args.quick else 50)
     started = time.perf_counter()
+    info_machine = machine()
     print(
-        f"lsg-graph refinement benchmark  seed={args.seed} quick={args.quick} python {platform.python_version()} "
-        f"torch {torch.__version__} cuda {torch.cuda.is_available()}\n"
+        f"lsg-graph refinement benchmark  seed={args.seed} quick={args.quick} cuda {torch.cuda.is_available()}\n"
+        f"{machine_line(info_machine)}\n"
     )
     surfaces = surface_study(n_surface, args.seed)
     print(
@@ -278,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows, info = vae_study(n_pairs, args.seed, args.quick)
     print(
-        f"\nVAE: default VAEConfig on digits/16, trained in {info['train_seconds']:.1f}s; rbf decoder (float64 copy); "
+        f"\nVAE: the default model (digits), trained in {info['train_seconds']:.1f}s; rbf decoder (float64 copy); "
         f"graph k={VAE_K} over {info['codes']} codes in {info['graph_seconds']:.1f}s; reference = energy with "
         f"{info['reference']['n_points']} nodes, <= {info['reference']['energy_iter']} L-BFGS iterations, "
         f"tol {info['reference']['tol']:g} ({info['reference_converged']}/{n_pairs} converged)."
@@ -299,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         {
             "seed": args.seed,
             "quick": args.quick,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            "python": info_machine["python"],
+            "torch": info_machine["torch"],
+            "machine": finish(info_machine),
             "surfaces": surfaces,
             "vae": rows,
             "vae_info": info,

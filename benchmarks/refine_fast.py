@@ -11,10 +11,10 @@ Cases (one process, one CPU thread for refinement, as lsg_graph.geodesics does i
   per segment) against the exact distance.
 * digits: the default model of the pipeline (train_run on "digits", default VAEConfig, d = 2), its graph with the
   build_latent_graph defaults; P random pairs (default 200).
-* mnistD: MNIST-5k (pixels / 255) with the default VAEConfig at latent_dim D (fewer epochs, see _refine_models.py),
+* mnistD: MNIST-5k (pixels / 255) with the default VAEConfig at latent_dim D (fewer epochs: MNIST_TRAINING),
   graph with the defaults; P random pairs.
 
-Models and graphs are cached under benchmarks/.cache/ (_refine_models.py). VAE decoders run in a float64 copy (the
+Models and graphs come from the shared cache (benchmarks/_models.py). VAE decoders run in a float64 copy (the
 documented recommendation; --float32 uses the model's own float32). Methods: "old" = method "shooting" (the previous
 default) on the first O pairs (default 20: it takes seconds per pair at d >= 8), "new" = method "auto" (the default)
 on all pairs, "careful" = method "gauss_newton" with 128 segments (256 where they differ by 1e-5), gn_tol 1e-10
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import sys
 import time
 import warnings
@@ -37,17 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import far_pairs, table, write_json  # noqa: E402
-from _refine_models import run_dir  # noqa: E402
+from _common import far_pairs, finish, machine, table, use_threads, write_json  # noqa: E402
+from _models import trained  # noqa: E402
 
 from lsg_graph.errors import ConvergenceWarning  # noqa: E402
 from lsg_graph.geodesics.refine import GeodesicResult, RefineOptions, refine_geodesics  # noqa: E402
-from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
+from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import edge_lengths  # noqa: E402
 from lsg_graph.manifolds import CAP_RADIUS, U_RANGE, V_RANGE, DevelopableSurface, SphereChart, arc_length  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
@@ -125,15 +122,16 @@ def surfaces(n_pairs: int) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------- VAE models
 
+MNIST_TRAINING = {"epochs": 60, "rbf_epochs": 20}  # fewer epochs than the default: under two minutes per d
+
+
 
 def vae_case(
     name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool, device: str = "cpu"
 ) -> list[dict[str, Any]]:
     """Rows for one cached VAE model: old, new and careful on random pairs."""
-    from lsg_graph.model import VAE
-
-    folder = run_dir(name)
-    vae, graph = VAE.load(folder), LatentGraph.load(folder)
+    model = trained(name) if name == "digits" else trained(name, **MNIST_TRAINING)
+    vae, graph = model.vae(), model.graph()
     decoder = copy.deepcopy(vae.decoder(graph.params.get("variance", "rbf")))
     metric = PullbackMetric((decoder if float32 else decoder.double()).to(device))
     rng = np.random.default_rng(0)
@@ -180,13 +178,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device of the VAE decoders (cpu, cuda)")
     parser.add_argument("--out", default="refine_fast")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    use_threads(1)
     cases = [case for case in args.cases.split(",") if case]
-    payload: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "load_avg_start": os.getloadavg()},
-        "arguments": vars(args), "surfaces": [], "vae": [],
-    }
+    payload: dict[str, Any] = {"machine": machine(), "arguments": vars(args), "surfaces": [], "vae": []}
     for case in cases:
         print(f"{case} ...", flush=True)
         if case == "surfaces":
@@ -194,7 +188,7 @@ def main() -> None:
         else:
             careful_pairs = args.careful_pairs if args.careful_pairs is not None else args.pairs
             payload["vae"] += vae_case(case, args.pairs, args.old_pairs, careful_pairs, args.float32, args.device)
-    payload["machine"]["load_avg_end"] = os.getloadavg()
+    finish(payload["machine"])
     if payload["surfaces"]:
         print(table("Analytic surfaces: relative error against the exact distance", SURFACE_COLUMNS,
                     payload["surfaces"]))

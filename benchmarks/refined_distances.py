@@ -12,7 +12,6 @@ time ratio refined / graph, all in one process:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -22,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, table, write_json  # noqa: E402
 
 from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
 from lsg_graph.distances import GeodesicDistance  # noqa: E402
@@ -53,6 +52,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sets (a smoke run)")
     args = parser.parse_args()
     n, m, k = (40, 5, 3) if args.quick else (200, 20, 5)
+    info = machine()
     rows = []
     GeodesicKMeans(2, decoder=SphereChart(), n_neighbors=4, distances="refined").fit(SphereChart().sample(12))  # warm-up
     for decoder in (SphereChart(), DevelopableSurface()):
@@ -98,11 +98,11 @@ def main() -> None:
     columns = [("surface", "surface", "str"), ("task", "task", "str"), ("method", "distances", "str"),
                ("pairs", "pairs", "g"), ("median", "err med", "e"), ("p90", "err p90", "e"), ("max", "err max", "e"),
                ("seconds", "seconds", "s"), ("ratio", "vs graph", "x"), ("warnings", "warnings", "g")]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = info["load_avg_start"][0]
     print(table(f"Refined vs graph distances (relative error against the exact distance; load {load:.1f})",
                 columns, rows))
     write_json("refined_distances_quick" if args.quick else "refined_distances",
-               {"load_average": load, "n": n, "m": m, "k": k, "rows": rows})
+               {"load_average": load, "n": n, "m": m, "k": k, "rows": rows, "machine": finish(info)})
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Usage:  .venv/bin/python benchmarks/serve_load.py [--run DIR] [--requests 10000]
                                                   [--sources 4] [--max-seconds 300] [--quick]
 
 The service runs in its own process (uvicorn, one worker) bound to 127.0.0.1 on a free port, over `--run` or, by
-default, a fresh run in a temporary folder (the default VAE trained briefly on the embedded digits: N = 1797, k = 20;
-the service's speed does not depend on the model's quality). `--clients` threads, each with its own keep-alive
+default, a copy in a temporary folder of the benchmarks' default run (benchmarks/_models.py: the default model on
+the embedded digits, trained once and cached, graph N = 1797, k = 20). `--clients` threads, each with its own keep-alive
 httpx.Client, send `--requests` POST /distance requests in all, each with `--pairs` random node pairs drawn from
 `--sources` distinct source nodes (one Dijkstra each); the run stops early after `--max-seconds`. Only 127.0.0.1 is
 ever contacted. Reported: p50 / p90 / p99 / max latency, requests/s and pairs/s, the error count, and, as a baseline
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, machine_line, table, write_json  # noqa: E402
+from _models import trained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,13 +44,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def make_run(folder: Path) -> Path:
-    """A small run: the default VAE trained briefly on the digits, graph with k = 20."""
-    from lsg_graph.pipeline import build_run, train_run
-
+def make_run(folder: Path, seed: int = 0) -> Path:
+    """A copy of the benchmarks' default run (model and graph, k = 20) in `folder`, so serving leaves the cache as is."""
+    model = trained("digits", seed)
+    model.graph()  # built once into the cached run
     run = folder / "run"
-    train_run(run, "digits", seed=0, progress=False, device="cpu", epochs=10, rbf_epochs=3)
-    build_run(run, progress=False, device="cpu")
+    shutil.copytree(model.folder, run)
     return run
 
 
@@ -166,7 +166,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.requests = 1000
-    print(f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    info = machine()
+    print(machine_line(info))
     with tempfile.TemporaryDirectory() as folder:
         run = args.run or make_run(Path(folder))
         from lsg_graph.pipeline import load_graph
@@ -204,7 +205,8 @@ def main() -> None:
     )
     if served["errors"]:
         print(f"first error: {served['errors'][0]}")
-    payload = {"python": platform.python_version(), "args": {k: str(v) for k, v in vars(args).items()}, "n_points": n_points, "rows": rows}
+    payload = {"python": info["python"], "args": {k: str(v) for k, v in vars(args).items()}, "n_points": n_points,
+               "rows": rows, "machine": finish(info)}
     print(f"wrote {write_json('serve_load_quick' if args.quick else 'serve_load', payload)}")
 
 

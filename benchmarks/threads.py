@@ -31,12 +31,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, table, write_json  # noqa: E402
+from _models import untrained  # noqa: E402
 
 from lsg_graph._threads import available_cpus, busy_cpus, default_threads, torch_threads  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.model import VAE, VAEConfig  # noqa: E402
 
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
 
@@ -63,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.n or (800 if args.quick else 3000)
     torch_default = torch.get_num_threads()
-    vae = VAE(VAEConfig(input_dim=784, latent_dim=2, seed=0))
+    info = machine()
+    vae = untrained(784, seed=0, latent_dim=2)  # benchmarks/_models.py: random weights, a trained one's cost
     metric = PullbackMetric(vae.decoder("standard"))
     codes = np.random.default_rng(0).normal(size=(n, 2))
     print(f"{available_cpus()} usable cores, torch default {torch_default} threads, n = {n}, k = {args.k}, "
@@ -100,7 +101,7 @@ def main() -> None:
         rows,
     ))
     path = write_json("threads", {"n": n, "k": args.k, "cores": available_cpus(), "torch_default": torch_default,
-                                  "rows": rows, "identical_graphs": True})
+                                  "rows": rows, "identical_graphs": True, "machine": finish(info)})
     print(f"wrote {path}")
 
 

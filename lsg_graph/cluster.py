@@ -440,7 +440,19 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     # -------------------------------------------------------------------------------------------- fit
 
     def fit(self, X: Any, y: Any = None) -> GeodesicKMeans:
-        """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed"."""
+        """Cluster X: latent codes (n, d) for metric="graph", an (n, n) distance matrix for "precomputed".
+
+        Parameters
+        ----------
+        X : array-like (n, d) or (n, n)
+            Codes (metric="graph") or a distance matrix (metric="precomputed").
+        y : ignored
+
+        Returns
+        -------
+        GeodesicKMeans
+            self, fitted.
+        """
         settings = self._check_params()
         with n_jobs_threads(self.n_jobs):
             return self._fit(X, settings)
@@ -589,6 +601,16 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
         metric="graph": X holds codes (m, d), each attached to the graph as a leaf (its k nearest training codes);
         metric="precomputed": X is (m, n_train), distances to the training points.
+
+        Parameters
+        ----------
+        X : array-like (m, d) or (m, n_train)
+            New codes (metric="graph") or their distances to the training points (metric="precomputed").
+
+        Returns
+        -------
+        ndarray (m, n_clusters) float64
+            Distances to the medoids.
         """
         with sklearn_errors():
             return self._transform(X)
@@ -620,15 +642,50 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         return dijkstra_rows(self.graph_.weights, self.medoid_indices_)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Index (m,) int64 of the geodesically nearest medoid of each new point (see transform for X)."""
+        """Index (m,) int64 of the geodesically nearest medoid of each new point (see transform for X).
+
+        Parameters
+        ----------
+        X : array-like (m, d) or (m, n_train)
+            New codes (metric="graph") or their distances to the training points (metric="precomputed").
+
+        Returns
+        -------
+        ndarray (m,) int64
+            Cluster labels.
+        """
         return np.argmin(self.transform(X), axis=1).astype(np.int64)
 
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit and return labels_ (n,)."""
+        """Fit and return labels_ (n,).
+
+        Parameters
+        ----------
+        X : array-like (n, d) or (n, n)
+            Codes (metric="graph") or a distance matrix (metric="precomputed").
+        y : ignored
+
+        Returns
+        -------
+        ndarray (n,) int64
+            Cluster labels of the training points.
+        """
         return self.fit(X, y).labels_
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit and return the training points' geodesic distances to the medoids (n, n_clusters)."""
+        """Fit and return the training points' geodesic distances to the medoids (n, n_clusters).
+
+        Parameters
+        ----------
+        X : array-like (n, d) or (n, n)
+            Codes (metric="graph") or a distance matrix (metric="precomputed").
+        y : ignored
+
+        Returns
+        -------
+        ndarray (n, n_clusters) float64
+            Distances of the training points to the medoids.
+        """
         return self.fit(X, y)._medoid_distances.T.copy()
 
     @property
@@ -637,14 +694,38 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         return int(self.medoid_indices_.shape[0])
 
     def save(self, path: Any) -> Any:
-        """Write the fitted estimator to the directory `path` (safetensors + JSON, no pickle); see lsg_graph.estimator_io."""
+        """Write the fitted estimator to the directory `path` (safetensors + JSON, no pickle); see lsg_graph.estimator_io.
+
+        Parameters
+        ----------
+        path : str or Path
+            A new directory, or one holding an earlier save (replaced).
+
+        Returns
+        -------
+        Path
+            The directory written.
+        """
         from lsg_graph.estimator_io import save_kmeans
 
         return save_kmeans(self, path)
 
     @classmethod
     def load(cls, path: Any, decoder: Any = None) -> GeodesicKMeans:
-        """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        """Read a fitted estimator saved by `save`, validated; pass the decoder it was fitted with (not stored).
+
+        Parameters
+        ----------
+        path : str or Path
+            A directory written by `save`.
+        decoder : decoder, VAE or PullbackMetric, optional
+            The decoder it was fitted with (None if it was fitted without one).
+
+        Returns
+        -------
+        GeodesicKMeans
+            The fitted estimator.
+        """
         from lsg_graph.estimator_io import load_estimator
 
         return load_estimator(path, decoder, expected=cls)

@@ -105,7 +105,18 @@ class Dataset:
         return int(self.images.shape[1])
 
     def subset(self, indices: Any) -> Dataset:
-        """Return the rows at `indices` (1-D int indices in [0, n) or a boolean mask of length n) as a new Dataset."""
+        """Return the rows at `indices` (1-D int indices in [0, n) or a boolean mask of length n) as a new Dataset.
+
+        Parameters
+        ----------
+        indices : array-like of int (m,) or of bool (n,)
+            Row indices or a mask.
+
+        Returns
+        -------
+        Dataset
+            The selected rows (a copy), same name and image shape.
+        """
         rows = _check_subset_indices(indices, self.n_samples)
         labels = None if self.labels is None else self.labels[rows]
         return Dataset(self.name, self.images[rows], labels, self.image_shape)

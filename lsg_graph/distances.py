@@ -40,6 +40,7 @@ from lsg_graph._threads import n_jobs_threads
 from lsg_graph._validation import check_float_param, check_int_param, param_error, sklearn_errors
 from lsg_graph.errors import ConvergenceWarning, DisconnectedGraph, InvalidInput
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph
+from lsg_graph.manifolds import LinearDecoder
 from lsg_graph.metric import PullbackMetric, as_metric
 from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_NODES
 
@@ -53,22 +54,13 @@ DISTANCE_KINDS = {
 # ------------------------------------------------------------------------------------------------ graph helpers
 
 
-class EuclideanDecoder:
-    """The identity decoder z (n, d) -> (z, None): its pullback metric is the identity, edge lengths are Euclidean."""
-
-    def __init__(self, latent_dim: int) -> None:
-        """Latent and output dimension d."""
-        self.latent_dim = self.output_dim = int(latent_dim)
-
-    def __call__(self, z: Any) -> tuple[Any, None]:
-        """Return z unchanged (n, d) and no std."""
-        return z, None
+EuclideanDecoder = LinearDecoder.identity  # the former identity decoder's name: LinearDecoder(I_d)
 
 
 def edge_metric(decoder: Any, latent_dim: int) -> PullbackMetric:
     """The metric that measures edges: PullbackMetric(decoder), or Euclidean (identity decoder) when it is None."""
     if decoder is None:
-        return PullbackMetric(EuclideanDecoder(latent_dim))
+        return PullbackMetric(LinearDecoder.identity(latent_dim))
     metric = as_metric(decoder, np.empty((0, latent_dim)))  # d from X on a copy: the parameter is not changed
     if metric.latent_dim != latent_dim:
         raise InvalidInput(
@@ -310,6 +302,38 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
     m n_train in transform; use it on small sets or through GeodesicKMeans (distances to the medoids only).
     n_jobs: torch CPU threads for fit and transform (None: the automatic choice, docs/estimators.md: an enclosing
     scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
+
+    Parameters
+    ----------
+    decoder : decoder, VAE or PullbackMetric, optional
+        Measures the edges (and the edges of new points in transform); None: Euclidean edge lengths.
+    n_neighbors : int, default registry.DEFAULT_K
+        Neighbours per code in the graph, clipped to n_train - 1.
+    n_nodes : int, default registry.DEFAULT_N_NODES
+        Gauss-Legendre nodes per edge.
+    candidates : int, default registry.DEFAULT_CANDIDATES
+        Metric-aware neighbours: candidates * n_neighbors Euclidean neighbours measured, the shortest kept.
+    graph : LatentGraph, optional
+        A prebuilt graph whose codes are the training codes (then no graph is built).
+    verbose : int, default 0
+        > 0: the edge-weighting progress bar of fit on stderr.
+    distances : {"graph", "refined"}, default "graph"
+        Shortest-path lengths, or those paths refined into geodesics.
+    refine_method : str, default "auto"
+        Refinement method with distances="refined" (not "none").
+    n_jobs : int, optional
+        torch CPU threads for fit and transform (see above).
+
+    Attributes
+    ----------
+    graph_ : LatentGraph
+        The graph over the training codes.
+    edge_metric_ : PullbackMetric
+        The metric that measures edges (the identity decoder's with decoder=None).
+    n_train_ : int
+        Number of training codes.
+    n_features_in_ : int
+        Latent dimension d.
     """
 
     def __init__(
@@ -347,7 +371,19 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
             check_refine_method(self.refine_method, owner)
 
     def fit(self, X: Any, y: Any = None) -> GeodesicDistance:
-        """Build (or check) the graph over the training codes X (n_train, d); y is ignored."""
+        """Build (or check) the graph over the training codes.
+
+        Parameters
+        ----------
+        X : array-like (n_train, d)
+            Training codes.
+        y : ignored
+
+        Returns
+        -------
+        GeodesicDistance
+            self, fitted.
+        """
         self._check_refinement()
         with self._threads():
             with sklearn_errors():
@@ -367,7 +403,18 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Geodesic distances (m, n_train) float64 from new codes X (m, d) to every training code."""
+        """Geodesic distances from new codes to every training code.
+
+        Parameters
+        ----------
+        X : array-like (m, d)
+            New codes, each joined to the graph as a leaf.
+
+        Returns
+        -------
+        ndarray (m, n_train) float64
+            Distances in the metric's length units; inf to training codes in other components.
+        """
         with sklearn_errors():
             check_is_fitted(self, "graph_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
@@ -384,7 +431,19 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return refined
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit on X (n_train, d) and return the training distances (n_train, n_train) float64."""
+        """Fit on the training codes and return their pairwise distances.
+
+        Parameters
+        ----------
+        X : array-like (n_train, d)
+            Training codes.
+        y : ignored
+
+        Returns
+        -------
+        ndarray (n_train, n_train) float64
+            Symmetric distances, zero diagonal.
+        """
         graph_distances = all_pairs(self.fit(X, y).graph_)
         if self.distances == "graph":
             return graph_distances
@@ -400,14 +459,38 @@ class GeodesicDistance(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         return refined
 
     def save(self, path: Any) -> Any:
-        """Write the fitted transformer to the directory `path` (safetensors + JSON, no pickle); see estimator_io."""
+        """Write the fitted transformer to the directory `path` (safetensors + JSON, no pickle); see estimator_io.
+
+        Parameters
+        ----------
+        path : str or Path
+            A new directory, or one holding an earlier save (replaced).
+
+        Returns
+        -------
+        Path
+            The directory written.
+        """
         from lsg_graph.estimator_io import save_estimator
 
         return save_estimator(self, path)
 
     @classmethod
     def load(cls, path: Any, decoder: Any = None) -> GeodesicDistance:
-        """Read a fitted transformer saved by `save`, validated; pass the decoder it was fitted with (not stored)."""
+        """Read a fitted transformer saved by `save`, validated; pass the decoder it was fitted with (not stored).
+
+        Parameters
+        ----------
+        path : str or Path
+            A directory written by `save`.
+        decoder : decoder, VAE or PullbackMetric, optional
+            The decoder it was fitted with (None if it was fitted without one).
+
+        Returns
+        -------
+        GeodesicDistance
+            The fitted estimator.
+        """
         from lsg_graph.estimator_io import load_estimator
 
         return load_estimator(path, decoder, expected=cls)
@@ -440,8 +523,30 @@ def geodesic_distances(
     """Geodesic distances (n_X, n_Y) float64 between codes X (n_X, d) and Y (n_Y, d), like sklearn's pairwise_distances.
 
     A graph is built over X (see GeodesicDistance for the parameters, distances="refined" among them), or `graph`
-    is reused (then X may be None, meaning its codes). Y None gives the all-pairs matrix of X (n_X, n_X; n_X^2 memory); otherwise every row of Y
-    is attached to the graph as a leaf, and entry (i, j) is the distance from X[i] to Y[j].
+    is reused (then X may be None, meaning its codes). Y None gives the all-pairs matrix of X (n_X, n_X; n_X^2
+    memory); otherwise every row of Y is attached to the graph as a leaf, and entry (i, j) is the distance from X[i]
+    to Y[j].
+
+    Parameters
+    ----------
+    X : array-like (n_X, d), optional
+        Codes the graph is built over (None: the codes of `graph`).
+    Y : array-like (n_Y, d), optional
+        Other codes (None: X itself).
+    graph : LatentGraph, optional
+        A prebuilt graph over X.
+    decoder, n_neighbors, n_nodes, candidates, distances, refine_method, n_jobs
+        As in GeodesicDistance.
+
+    Returns
+    -------
+    ndarray (n_X, n_Y) float64
+        Geodesic distances in the metric's length units; inf between components.
+
+    Raises
+    ------
+    InvalidInput
+        When neither X nor graph is given, or for a bad parameter.
     """
     if X is None:
         if graph is None:
@@ -460,6 +565,18 @@ def geodesic_affinity(distances: Any, gamma: float | None = None) -> np.ndarray:
     """Affinity exp(-gamma * D^2) (same shape as D) for spectral methods; gamma None: 1 / median(D[D > 0])^2.
 
     Infinite distances (disconnected points) get affinity 0. Feed it to SpectralClustering(affinity="precomputed").
+
+    Parameters
+    ----------
+    distances : array-like (m, n)
+        Non-negative distances (inf allowed), e.g. from GeodesicDistance.
+    gamma : float, optional
+        Scale > 0 (None: 1 / median of the positive finite distances squared).
+
+    Returns
+    -------
+    ndarray (m, n) float64
+        Affinities in [0, 1].
     """
     D = np.asarray(distances, dtype=np.float64)
     if D.ndim != 2 or np.isnan(D).any() or (D < 0).any():

@@ -515,6 +515,23 @@ def save_pipeline(pipeline: Any, path: str | Path) -> Path:
     Steps may be GeodesicKMeans, GeodesicDistance (decoders are not stored: pass them to load_pipeline), plain
     scikit-learn estimators with JSON/array-storable parameters and state, or 'passthrough'. Anything else is
     refused with an InvalidInput naming the step, before anything is written.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        A fitted pipeline with memory=None.
+    path : str or Path
+        A new directory, or one holding an earlier saved pipeline (replaced).
+
+    Returns
+    -------
+    Path
+        The directory written.
+
+    Raises
+    ------
+    InvalidInput
+        Not a Pipeline, not fitted, a step that cannot be stored, or `path` holds something else.
     """
     from sklearn.pipeline import Pipeline
     from sklearn.utils.validation import check_is_fitted
@@ -591,8 +608,25 @@ def _swap_into_place(staging: Path, path: Path) -> None:
 def load_pipeline(path: str | Path, decoder: Any = None) -> Any:
     """The Pipeline saved by save_pipeline in `path`, every file checked against the checksums it records.
 
-    decoder: the decoder the lsg-graph steps were fitted with (decoders are code, never stored): one object for
-    every such step, or a dict {step name: decoder}; steps fitted without one need none.
+    Parameters
+    ----------
+    path : str or Path
+        A directory written by save_pipeline.
+    decoder : decoder, VAE, PullbackMetric or dict, optional
+        The decoder the lsg-graph steps were fitted with (decoders are code, never stored): one object for every
+        such step, or a dict {step name: decoder}; steps fitted without one need none.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        The fitted pipeline, as it was saved.
+
+    Raises
+    ------
+    ArtifactError
+        No saved pipeline there, a malformed file or a checksum that does not match.
+    InvalidInput
+        `decoder` names steps the pipeline does not have.
     """
     from sklearn.pipeline import Pipeline
 

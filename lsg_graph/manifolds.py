@@ -101,6 +101,22 @@ class LinearDecoder(AnalyticDecoder):
         self.matrix = check_array(matrix, "matrix", ndim=2).copy()
         self.output_dim, self.latent_dim = self.matrix.shape
 
+    @classmethod
+    def identity(cls, latent_dim: int) -> LinearDecoder:
+        """The identity decoder of dimension d: M = I, edge lengths and distances are Euclidean.
+
+        Parameters
+        ----------
+        latent_dim : int
+            Latent (and output) dimension d >= 1.
+
+        Returns
+        -------
+        LinearDecoder
+            The decoder x = I_d z.
+        """
+        return cls(np.eye(check_positive_int(latent_dim, "latent_dim")))
+
     def _matrix(self, like: Tensor) -> Tensor:
         """A as a tensor in like's dtype and device (made per call: a cache would keep tensors from inside jvp)."""
         return torch.as_tensor(self.matrix, dtype=like.dtype, device=like.device)

@@ -102,6 +102,16 @@ class PullbackMetric:
 
         A metric whose dimension is already known is returned unchanged; `latent_dim` is not checked against it
         here (the methods and `check_codes` report a mismatch with the offending array's shape).
+
+        Parameters
+        ----------
+        latent_dim : int
+            Latent dimension d >= 1.
+
+        Returns
+        -------
+        PullbackMetric
+            self.
         """
         if self._pending is not None:
             self.decoder = as_decoder(self._pending, check_positive_int(latent_dim, "latent_dim"))
@@ -271,7 +281,18 @@ class PullbackMetric:
     # ----------------------------------------------------------------------------------------------- public API
 
     def stacked(self, z: Any) -> Tensor:
-        """Return g(z) = cat(mean, std) (n, 2D), or the mean (n, D) for a deterministic decoder."""
+        """Return g(z) = cat(mean, std) (n, 2D), or the mean (n, D) for a deterministic decoder.
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+
+        Returns
+        -------
+        Tensor (n, 2D) or (n, D)
+            The stacked decoder output in the decoder's dtype and device.
+        """
         z = self._tensor(z, "z", ndim=2)
         with _decoder_failures("its output"):
             stacked = self._map_chunks(self._g, (z,), 1)
@@ -298,7 +319,18 @@ class PullbackMetric:
         return torch.linalg.vector_norm(both[: a.shape[0]] - both[a.shape[0] :], dim=1)
 
     def metric_tensor(self, z: Any) -> Tensor:
-        """Return the exact metric tensors M(z_i) = J^T J (n, d, d), by forward-mode AD (no finite differences)."""
+        """Return the exact metric tensors M(z_i) = J^T J (n, d, d), by forward-mode AD (no finite differences).
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+
+        Returns
+        -------
+        Tensor (n, d, d)
+            Symmetric positive semi-definite metric tensors.
+        """
         z = self._tensor(z, "z", ndim=2)
 
         def chunk(points: Tensor) -> Tensor:
@@ -309,7 +341,20 @@ class PullbackMetric:
         return self._check_finite(self._map_chunks(chunk, (z,), self.latent_dim), (z,), "the metric tensor")
 
     def inner(self, z: Any, v: Any) -> Tensor:
-        """Return v_i^T M(z_i) v_i = ||J_mu v||^2 + ||J_sigma v||^2 (n,), one batched jvp, M never built."""
+        """Return v_i^T M(z_i) v_i = ||J_mu v||^2 + ||J_sigma v||^2 (n,), one batched jvp, M never built.
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+        v : array-like or Tensor (n, d)
+            Tangent vectors, one per point.
+
+        Returns
+        -------
+        Tensor (n,)
+            Squared metric norms of the tangent vectors.
+        """
         z, v = self._pair(z, v)
         return self._inner(z, v)
 
@@ -319,7 +364,20 @@ class PullbackMetric:
         return self._check_finite(squared, (z, v), "metric inner products")
 
     def norm(self, z: Any, v: Any) -> Tensor:
-        """Return the metric norms ||v_i||_{M(z_i)} = sqrt(v^T M v) (n,)."""
+        """Return the metric norms ||v_i||_{M(z_i)} = sqrt(v^T M v) (n,).
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+        v : array-like or Tensor (n, d)
+            Tangent vectors, one per point.
+
+        Returns
+        -------
+        Tensor (n,)
+            Metric norms (decoder output units per latent unit).
+        """
         return _safe_sqrt(self.inner(z, v))
 
     def log_magnification(self, z: Any) -> Tensor:
@@ -327,6 +385,16 @@ class PullbackMetric:
 
         Singular means an exactly zero diagonal entry of R in J = QR, or fewer output columns than latent
         dimensions (P < d, where det M = 0 always). Nearly singular M gives a large negative, finite value.
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+
+        Returns
+        -------
+        Tensor (n,)
+            log sqrt(det M); -inf where M is singular.
         """
         z = self._tensor(z, "z", ndim=2)
         return self._map_chunks(self._log_magnification_chunk, (z,), self.latent_dim)
@@ -340,7 +408,18 @@ class PullbackMetric:
         return torch.log(torch.diagonal(upper, dim1=-2, dim2=-1).abs()).sum(dim=-1)
 
     def magnification(self, z: Any) -> Tensor:
-        """Return the magnification factor sqrt(det M(z)) (n,); 0 where M is singular."""
+        """Return the magnification factor sqrt(det M(z)) (n,); 0 where M is singular.
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+
+        Returns
+        -------
+        Tensor (n,)
+            sqrt(det M) >= 0.
+        """
         return torch.exp(self.log_magnification(z))
 
     def _segments(self, curve: Any) -> tuple[Tensor, int]:
@@ -360,6 +439,16 @@ class PullbackMetric:
         Discretisation: sum over segments of ||c_{k+1} - c_k||_{M(m_k)} with the metric at the midpoint
         m_k = (c_k + c_{k+1}) / 2 (midpoint rule per segment; error O(h^2) as the points are refined).
         Differentiable w.r.t. the points (zero-length segments contribute 0 with zero gradient).
+
+        Parameters
+        ----------
+        curve : array-like or Tensor (..., n_points, d)
+            Curve points, n_points >= 2.
+
+        Returns
+        -------
+        Tensor (...)
+            Metric lengths.
         """
         squared, _ = self._segments(curve)
         return _safe_sqrt(squared).sum(dim=-1)
@@ -369,6 +458,16 @@ class PullbackMetric:
 
         Same discretisation as `curve_length` with the curve parametrised uniformly on [0, 1]; by Cauchy-Schwarz
         energy >= length^2 with equality for constant-speed curves. Differentiable w.r.t. the points.
+
+        Parameters
+        ----------
+        curve : array-like or Tensor (..., n_points, d)
+            Curve points, n_points >= 2.
+
+        Returns
+        -------
+        Tensor (...)
+            Energies.
         """
         squared, n_points = self._segments(curve)
         return squared.sum(dim=-1) * (n_points - 1)
@@ -379,6 +478,20 @@ class PullbackMetric:
         gamma'' = -(J^T J + ridge * s * I)^(-1) J^T h with h = d^2/ds^2 g(z + s v) at s = 0 (a jvp of a jvp),
         J = J_g(z), and s = trace(M) / d (1 where M = 0) so that `ridge` is relative. Where the regularised
         system is still singular (ridge = 0) the minimum-norm solution (pseudo-inverse) is returned.
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+        velocity : array-like or Tensor (n, d)
+            Velocities at the points.
+        ridge : float, default 1e-8
+            Relative ridge >= 0 added to M.
+
+        Returns
+        -------
+        Tensor (n, d)
+            Accelerations of the geodesics.
         """
         z, velocity = self._pair(z, velocity, "velocity")
         ridge = check_float(ridge, "ridge", minimum=0.0)

@@ -48,6 +48,20 @@ def test_euclidean_graph_on_a_line_is_exact() -> None:
     np.testing.assert_allclose(distances, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_decoder_none_is_the_identity_linear_decoder() -> None:
+    """decoder=None measures edges with LinearDecoder.identity (the one identity decoder): same numbers as I_d."""
+    from lsg_graph.distances import EuclideanDecoder, edge_metric
+
+    codes = np.random.default_rng(3).normal(size=(30, 3))
+    metric = edge_metric(None, 3)
+    assert isinstance(metric.decoder, LinearDecoder) and np.array_equal(metric.decoder.matrix, np.eye(3))
+    assert isinstance(EuclideanDecoder(3), LinearDecoder)  # the former name still builds the same decoder
+    explicit = geodesic_distances(codes, decoder=PullbackMetric(LinearDecoder(np.eye(3))))
+    np.testing.assert_allclose(geodesic_distances(codes), explicit, rtol=1e-14)
+    with pytest.raises(InvalidInput, match="latent_dim"):
+        LinearDecoder.identity(0)
+
+
 def test_linear_decoder_distances_are_exact() -> None:
     """x = A z on collinear codes: graph distance = ||A (b - a)||, with Y attached as leaves."""
     codes = collinear_codes()

@@ -49,3 +49,54 @@ def test_readme_links_and_imports_exist() -> None:
 def test_readme_is_short() -> None:
     """The README stays what a user needs (measurements and design notes live in docs/)."""
     assert len((ROOT / "README.md").read_text().splitlines()) <= 180
+
+
+# Exported names whose docstrings still lack the sections (the geodesics package, being reworked in another session).
+NUMPYDOC_PENDING = {"GeodesicResult", "GeodesicResult.sample", "GeodesicResult.decode", "RefineOptions"}
+
+
+def test_public_api_has_numpydoc_sections() -> None:
+    """Every name lsg_graph exports, and every public method of an exported class, documents its parameters and
+    what it returns in numpydoc sections (classes: Parameters or Attributes; methods without arguments: Returns)."""
+    import inspect
+
+    import lsg_graph
+
+    missing = []
+    for name in lsg_graph.__all__[1:]:
+        obj = getattr(lsg_graph, name)
+        doc = inspect.getdoc(obj) or ""
+        if inspect.isclass(obj):
+            if "Parameters\n---" not in doc and "Attributes\n---" not in doc:
+                missing.append(name)
+            for method_name, method in vars(obj).items():
+                function = getattr(method, "__func__", method)
+                if method_name.startswith("_") or not inspect.isfunction(function):
+                    continue
+                if "Returns\n---" not in (inspect.getdoc(function) or ""):
+                    missing.append(f"{name}.{method_name}")
+        elif "Parameters\n---" not in doc or "Returns\n---" not in doc:
+            missing.append(name)
+    assert set(missing) <= NUMPYDOC_PENDING, sorted(set(missing) - NUMPYDOC_PENDING)
+
+
+# Benchmarks not yet on the shared model cache (another session is editing them).
+BENCHMARKS_PENDING = {"landmarks.py", "scale.py", "distributed.py"}
+
+
+def test_benchmarks_get_their_models_from_one_place() -> None:
+    """Only benchmarks/_models.py trains (train_vae, train_run, refit_rbf) or builds a VAE; only benchmarks/_common.py
+    writes the JSON results (json.dump): one cached model and one harness for every benchmark."""
+    import ast
+
+    makers = {"train_vae", "train_run", "refit_rbf", "VAE"}
+    offenders = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        if path.name in BENCHMARKS_PENDING | {"_models.py"}:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if called in makers or (called in ("dump", "dumps") and path.name != "_common.py"):
+                    offenders.append(f"{path.name}:{node.lineno} {called}")
+    assert not offenders, offenders

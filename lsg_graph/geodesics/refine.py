@@ -491,13 +491,41 @@ def refine_geodesics(
     batch_size: int = 1024,
     **overrides: Any,
 ) -> list[GeodesicResult]:
-    """Geodesics between node pairs (m, 2) of `graph`, refined from their Dijkstra paths; one result per pair.
+    """Geodesics between node pairs of `graph`, refined from their Dijkstra paths; one result per pair.
 
-    method: a key of REFINE_METHODS (module docstring). options: a RefineOptions (default: its defaults); any of
-    its fields may also be given as a keyword (tol=..., gn_iter=..., max_iter=...), overriding it. Pairs are
-    refined batch_size at a time, all decoder evaluations of a batch together.
-    Raises DisconnectedGraph for pairs in different components and InvalidInput for bad arguments; pairs whose
-    method did not converge give one ConvergenceWarning naming the parameters to raise.
+    Parameters
+    ----------
+    metric : PullbackMetric
+        The metric whose geodesics are sought (its latent dimension is the graph's).
+    graph : LatentGraph
+        The graph whose shortest paths start the refinement.
+    pairs : array-like (m, 2) of int
+        Node index pairs (source, target).
+    method : str, default "auto"
+        A key of REFINE_METHODS (see the module docstring): "auto", "gauss_newton", "shooting", "energy" or "none".
+    options : RefineOptions, optional
+        Solver settings (default: RefineOptions()).
+    batch_size : int, default 1024
+        Pairs refined together, all decoder evaluations of a batch in one call.
+    **overrides
+        Any RefineOptions field (tol=..., gn_iter=..., max_iter=...), overriding `options`.
+
+    Returns
+    -------
+    list of GeodesicResult
+        One per pair, in order; never longer than its graph path (the graph path itself where refinement failed).
+
+    Raises
+    ------
+    DisconnectedGraph
+        For a pair in different components.
+    InvalidInput
+        For a bad argument.
+
+    Warns
+    -----
+    ConvergenceWarning
+        Once, when the method did not converge for some pairs, naming the parameters to raise.
     """
     check_choice(method, "refinement method", REFINE_METHODS)
     options = _options(options, overrides)
@@ -521,10 +549,28 @@ def refine_path(
     options: RefineOptions | None = None,
     **overrides: Any,
 ) -> GeodesicResult:
-    """Refine one path: a GraphPath, or a polyline of latent points (m, d) from a to b.
+    """Refine one path into a geodesic.
 
-    Same parameters and rules as refine_geodesics. For a bare polyline the length it must beat is its own, measured
-    with Gauss-Legendre quadrature (8 nodes per segment); source and target are then None.
+    Same rules as `refine_geodesics`. For a bare polyline the length it must beat is its own, measured with
+    Gauss-Legendre quadrature (8 nodes per segment); source and target of the result are then None.
+
+    Parameters
+    ----------
+    metric : PullbackMetric
+        The metric whose geodesic is sought.
+    path : GraphPath or array-like (m, d)
+        A shortest graph path (`shortest_path`), or a polyline of latent points from a to b.
+    method : str, default "auto"
+        A key of REFINE_METHODS, as in `refine_geodesics`.
+    options : RefineOptions, optional
+        Solver settings (default: RefineOptions()).
+    **overrides
+        Any RefineOptions field, overriding `options`.
+
+    Returns
+    -------
+    GeodesicResult
+        The refined curve, never longer than the path.
     """
     check_choice(method, "refinement method", REFINE_METHODS)
     options = _options(options, overrides)

@@ -45,7 +45,27 @@ class ShortestDistances:
 
 
 def check_sources(graph: LatentGraph, sources: Any, name: str = "sources") -> np.ndarray:
-    """Node indices (s,) int64 within [0, n), else InvalidInput naming the bad one."""
+    """Validate node indices.
+
+    Parameters
+    ----------
+    graph : LatentGraph
+        The graph the indices refer to (n nodes).
+    sources : array-like (s,) of int
+        Node indices, s >= 1; a scalar is one index.
+    name : str, default "sources"
+        The parameter's name in error messages.
+
+    Returns
+    -------
+    ndarray (s,) int64
+        The indices, each in [0, n).
+
+    Raises
+    ------
+    InvalidInput
+        Not a non-empty 1-D integer array, or an index outside [0, n) (named in the message).
+    """
     try:
         array = np.atleast_1d(np.asarray(sources))
     except (ValueError, TypeError) as exc:
@@ -58,7 +78,21 @@ def check_sources(graph: LatentGraph, sources: Any, name: str = "sources") -> np
 
 
 def shortest_distances(graph: LatentGraph, sources: Any, limit: float = np.inf) -> ShortestDistances:
-    """Dijkstra from every source (multi-source): distances (s, n) in metric length units; inf where unreachable."""
+    """Dijkstra from every source (one scipy call for all of them).
+
+    Parameters
+    ----------
+    graph : LatentGraph
+    sources : array-like (s,) of int
+        Source node indices.
+    limit : float, default inf
+        Search radius > 0: nodes farther than it get distance inf.
+
+    Returns
+    -------
+    ShortestDistances
+        The sources (s,), distances (s, n) in metric length units (inf where unreachable) and predecessors (s, n).
+    """
     sources = check_sources(graph, sources)
     limit = _check_limit(limit)
     distances, predecessors = dijkstra(graph.weights, directed=True, indices=sources, return_predecessors=True, limit=limit)
@@ -73,7 +107,21 @@ def _check_limit(limit: Any) -> float:
 
 
 def nearest_source_distances(graph: LatentGraph, sources: Any) -> tuple[np.ndarray, np.ndarray]:
-    """One Dijkstra from all sources at once: distance (n,) to the nearest source and that source's position (n,)."""
+    """Distance from every node to its nearest source, in one Dijkstra from all sources at once.
+
+    Parameters
+    ----------
+    graph : LatentGraph
+    sources : array-like (s,) of int
+        Source node indices.
+
+    Returns
+    -------
+    distances : ndarray (n,) float64
+        Graph distance to the nearest source; inf where no source is reachable.
+    position : ndarray (n,) int64
+        Position in `sources` of that nearest source; -1 where none is reachable.
+    """
     sources = check_sources(graph, sources)
     distances, _, nearest = dijkstra(graph.weights, directed=True, indices=sources, min_only=True, return_predecessors=True)
     position = np.full(graph.n_points, -1, dtype=np.int64)
@@ -85,7 +133,25 @@ def nearest_source_distances(graph: LatentGraph, sources: Any) -> tuple[np.ndarr
 
 
 def path_nodes(predecessors: np.ndarray, source: int, target: int) -> np.ndarray:
-    """Node indices (m,) from source to target read off one predecessor row (n,)."""
+    """The path's nodes read off one row of Dijkstra predecessors.
+
+    Parameters
+    ----------
+    predecessors : ndarray (n,) int
+        Predecessor of each node on its shortest path from `source` (scipy's row for that source).
+    source, target : int
+        End node indices.
+
+    Returns
+    -------
+    ndarray (m,) int64
+        Node indices from source to target, both included.
+
+    Raises
+    ------
+    DisconnectedGraph
+        When target is not reachable from source.
+    """
     nodes = [target]
     while nodes[-1] != source:
         previous = int(predecessors[nodes[-1]])
@@ -96,14 +162,38 @@ def path_nodes(predecessors: np.ndarray, source: int, target: int) -> np.ndarray
 
 
 def shortest_path(graph: LatentGraph, source: int, target: int) -> GraphPath:
-    """The shortest graph path between two node indices."""
+    """The shortest graph path between two nodes.
+
+    Parameters
+    ----------
+    graph : LatentGraph
+    source, target : int
+        Node indices in [0, n).
+
+    Returns
+    -------
+    GraphPath
+        Node indices, their codes, the graph length and the Euclidean distance of the end points.
+    """
     source = check_index(source, "source", graph.n_points)
     target = check_index(target, "target", graph.n_points)
     return shortest_paths(graph, [(source, target)])[0]
 
 
 def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.ndarray) -> list[GraphPath]:
-    """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source."""
+    """Shortest graph paths for many (source, target) pairs, one Dijkstra per distinct source.
+
+    Parameters
+    ----------
+    graph : LatentGraph
+    pairs : array-like (m, 2) of int
+        Node index pairs, m >= 1.
+
+    Returns
+    -------
+    list of GraphPath
+        One per pair, in order.
+    """
     try:
         pairs = np.asarray(pairs)
     except (ValueError, TypeError) as exc:
@@ -126,7 +216,21 @@ def shortest_paths(graph: LatentGraph, pairs: Sequence[tuple[int, int]] | np.nda
 
 
 def graph_distances(graph: LatentGraph, sources: Any, targets: Any = None) -> np.ndarray:
-    """Graph distance matrix (s, t) between source and target node indices (targets default to all nodes)."""
+    """Graph distance matrix between source and target nodes.
+
+    Parameters
+    ----------
+    graph : LatentGraph
+    sources : array-like (s,) of int
+        Source node indices.
+    targets : array-like (t,) of int, optional
+        Target node indices (default: all nodes).
+
+    Returns
+    -------
+    ndarray (s, t) float64
+        Shortest-path lengths; inf between components.
+    """
     result = shortest_distances(graph, sources)
     if targets is None:
         return result.distances

@@ -82,12 +82,26 @@ class LatentGraph:
         return int(self.weights.nnz // 2)
 
     def components(self) -> tuple[int, np.ndarray]:
-        """Number of connected components and the component label (n,) of each node."""
+        """Number of connected components and the component label (n,) of each node.
+
+        Returns
+        -------
+        n_components : int
+            Number of connected components.
+        component_of : ndarray (n,) int
+            Component label of each node.
+        """
         n_components, component_of = connected_components(self.weights, directed=False)
         return int(n_components), component_of
 
     def to_networkx(self) -> Any:
-        """The graph as a networkx.Graph with node attributes 'code' (and 'label') and edge attribute 'weight'."""
+        """The graph as a networkx.Graph with node attributes 'code' (and 'label') and edge attribute 'weight'.
+
+        Returns
+        -------
+        networkx.Graph
+            n nodes, one edge per undirected graph edge.
+        """
         import networkx as nx
 
         graph = nx.Graph()
@@ -101,7 +115,24 @@ class LatentGraph:
         return graph
 
     def attach(self, new_codes: Any, metric: PullbackMetric, k: int | None = None, n_nodes: int | None = None) -> LatentGraph:
-        """A new graph with `new_codes` (m, d) appended as nodes n..n+m-1, each joined to its k nearest codes."""
+        """A new graph with `new_codes` (m, d) appended as nodes n..n+m-1, each joined to its k nearest codes.
+
+        Parameters
+        ----------
+        new_codes : array-like (m, d)
+            Codes to add.
+        metric : PullbackMetric
+            Measures the new edges (the metric the graph was built with).
+        k : int, optional
+            Neighbours per new code (default: the graph's k).
+        n_nodes : int, optional
+            Quadrature nodes per new edge (default: the graph's).
+
+        Returns
+        -------
+        LatentGraph
+            n + m nodes; the old edges unchanged, new codes joined only to old ones.
+        """
         check_metric(metric)
         new_codes = check_codes(new_codes, "new_codes", latent_dim=self.latent_dim)
         k = check_int(self.params.get("k", DEFAULT_K) if k is None else k, "k", minimum=1, maximum=self.n_points)
@@ -123,6 +154,16 @@ class LatentGraph:
 
         The file holds the codes, labels, edges and the build parameters except VOLATILE_PARAMS (timings), which are
         recorded in manifest.json only: the same graph always gives byte-identical files.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            The run directory.
+
+        Returns
+        -------
+        Path
+            The path of graph.npz.
         """
         run_dir = Path(run_dir)
         arrays = {
@@ -143,7 +184,18 @@ class LatentGraph:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> LatentGraph:
-        """Read and validate `run_dir`/graph.npz; a missing, corrupt or inconsistent file raises ArtifactError."""
+        """Read and validate `run_dir`/graph.npz; a missing, corrupt or inconsistent file raises ArtifactError.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A run directory holding graph.npz.
+
+        Returns
+        -------
+        LatentGraph
+            The graph as saved.
+        """
         path = Path(run_dir) / GRAPH_FILE
         with _io.run_read_lock(run_dir):  # finishes an update a killed writer committed; no commit lands mid-read
             arrays, meta = _io.load_arrays(path, GRAPH_KIND)

@@ -132,7 +132,13 @@ class VAEConfig:
         set_("image_shape", _check_config_image_shape(self.image_shape, self.input_dim, self.architecture))
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-ready dict (hidden_dims and image_shape as lists)."""
+        """The configuration as a JSON-ready dict (hidden_dims and image_shape as lists).
+
+        Returns
+        -------
+        dict
+            Every field by name; `VAEConfig(**payload)` rebuilds the configuration.
+        """
         payload = dataclasses.asdict(self)
         payload["hidden_dims"] = list(self.hidden_dims)
         payload["image_shape"] = None if self.image_shape is None else list(self.image_shape)
@@ -144,6 +150,16 @@ class VAEConfig:
 
         Keys added in later versions (architecture, image_shape) take their defaults when absent, so configs saved
         before them still load.
+
+        Parameters
+        ----------
+        payload : mapping
+            Field names and values (as written by `to_dict`).
+
+        Returns
+        -------
+        VAEConfig
+            The validated configuration.
         """
         if not isinstance(payload, Mapping):
             raise InvalidInput(f"A VAE config must be a dict; got {type(payload).__name__}.")

@@ -116,17 +116,52 @@ class VAE(nn.Module):
         return self.rbf_std
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Posterior mean and std, each (n, d), of data x (n, D)."""
+        """Posterior mean and std, each (n, d), of data x (n, D).
+
+        Parameters
+        ----------
+        x : array-like or Tensor (n, D)
+            Data.
+
+        Returns
+        -------
+        mean, std : Tensor (n, d)
+            The posterior's mean and standard deviation.
+        """
         return self.encoder(self._as_input(x, "x", self.input_dim))
 
     def decode(self, z: Tensor, variance: str = DEFAULT_VARIANCE) -> tuple[Tensor, Tensor]:
-        """Decoder mean and std, each (n, D), at latent points z (n, d); variance is "rbf" or "standard"."""
+        """Decoder mean and std, each (n, D), at latent points z (n, d); variance is "rbf" or "standard".
+
+        Parameters
+        ----------
+        z : array-like or Tensor (n, d)
+            Latent points.
+        variance : {"rbf", "standard"}, default "rbf"
+            The variance head.
+
+        Returns
+        -------
+        mean, std : Tensor (n, D)
+            The decoder's mean and standard deviation.
+        """
         std = self._std_module(variance)
         z = self._as_input(z, "z", self.latent_dim)
         return self.mean_decoder(z), std(z)
 
     def decoder(self, variance: str = DEFAULT_VARIANCE) -> VAEDecoder:
-        """The decoder z -> (mean, std) as an nn.Module sharing this model's weights (for the pullback metric)."""
+        """The decoder z -> (mean, std) as an nn.Module sharing this model's weights (for the pullback metric).
+
+        Parameters
+        ----------
+        variance : {"rbf", "standard"}, default "rbf"
+            The variance head.
+
+        Returns
+        -------
+        VAEDecoder
+            z -> (mean, std), with the fused forward-mode passes the metric uses.
+        """
         std = self._std_module(variance)
         return VAEDecoder(self.mean_decoder, std, self.latent_dim, self.input_dim, variance)
 
@@ -138,6 +173,18 @@ class VAE(nn.Module):
         Default: the record the model was loaded with. The files and the manifest are one run transaction: a
         failed save leaves the previous model, model.json and manifest intact. Returns the model's path, and sets
         `self.checksum` to the sha256 of the saved file.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            The run directory (created if needed).
+        data_record : mapping, optional
+            The record of the training data (default: the one loaded with the model).
+
+        Returns
+        -------
+        Path
+            The path of model.safetensors.
         """
         run_dir = Path(run_dir)
         report = dict(self.train_summary or {})
@@ -167,7 +214,25 @@ class VAE(nn.Module):
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-        """Load a model saved by `save` (no pickle), checking format, version, checksum, tensor names and shapes."""
+        """Load a model saved by `save` (no pickle), checking format, version, checksum, tensor names and shapes.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A run directory holding model.safetensors.
+        device : str or torch.device, default "cpu"
+            Where the model is placed ("auto", "cpu", "cuda").
+
+        Returns
+        -------
+        VAE
+            The model, fitted as saved.
+
+        Raises
+        ------
+        ArtifactError
+            A missing, corrupt or incompatible model file.
+        """
         run_dir = Path(run_dir)
         if not run_dir.exists():
             raise ArtifactError(f"The run directory {str(run_dir)!r} does not exist.")
