@@ -30,16 +30,32 @@ KEEP_RTOL = 1e-9  # a converged curve this close above the graph length means th
 class RefineOptions:
     """Validated refinement parameters shared by every method (InvalidInput naming a bad one on construction).
 
-    tol: shooting's end-point (and continuity) error relative to ||b - a|| and the energy method's relative energy
-    change over its check interval. max_iter: Newton iterations per shooting attempt. n_steps: RK4 steps
-    over [0, 1], shared by the n_segments shooting segments (1: single shooting). n_points, energy_iter: nodes and
-    L-BFGS iterations of the energy method and fallback. fallback: for pairs shooting cannot solve ("energy" or
-    "none"). initial: shooting's initial guess ("energy": the graph path after a short energy minimisation,
-    "graph": the path itself). ridge: relative ridge of the geodesic equation and the Gauss-Newton blocks.
-    gn_segments, gn_iter, gn_tol: segments of the first Gauss-Newton level, its trial steps per level and its
-    convergence tolerance (relative decrement). gn_max_segments, gn_rtol: levels double the segments up to
-    gn_max_segments until two agree in length to gn_rtol (relative). polish_dim: method "auto"
-    polishes Gauss-Newton curves by shooting when the latent dimension is at most this (0: never).
+    Parameters
+    ----------
+    tol : float, default DEFAULT_TOL
+        Shooting's end-point (and continuity) error relative to ||b - a||; the energy method's relative energy
+        change over its check interval.
+    max_iter : int, default DEFAULT_MAX_ITER
+        Newton iterations per shooting attempt.
+    n_steps : int, default DEFAULT_STEPS
+        RK4 steps over [0, 1], shared by the n_segments shooting segments.
+    n_segments : int, default DEFAULT_SEGMENTS
+        Shooting segments of the first pass (1: single shooting; the second pass uses twice as many).
+    n_points, energy_iter : int
+        Nodes and L-BFGS iterations of the energy method and fallback.
+    fallback : {"energy", "none"}
+        What runs for pairs shooting cannot solve.
+    initial : {"energy", "graph"}
+        Shooting's initial guess: the graph path after a short energy minimisation, or the path itself.
+    ridge : float
+        Relative ridge of the geodesic equation and of the Gauss-Newton blocks.
+    gn_segments, gn_iter, gn_tol : int, int, float
+        Segments of the first Gauss-Newton level, its trial steps per level and its convergence tolerance (the
+        relative Gauss-Newton decrement, docs/geodesics.md).
+    gn_max_segments, gn_rtol : int, float
+        Levels double the segments up to gn_max_segments until two agree in length to gn_rtol (relative).
+    polish_dim : int, default DEFAULT_POLISH_DIM
+        Method "auto" polishes Gauss-Newton curves by shooting when the latent dimension is at most this (0: never).
     """
 
     tol: float = DEFAULT_TOL

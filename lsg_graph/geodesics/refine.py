@@ -75,17 +75,35 @@ POLISH_RTOL = 1e-8  # "auto" keeps a converged shooting curve up to this much lo
 class GeodesicResult:
     """A refined curve from a to b and how it was found.
 
-    points: (m, d) float64 latent curve from a to b. velocities: (m, d) its velocities at equal times
-    t_i = i / (m - 1) on [0, 1] when the curve is a cubic Hermite curve (shooting: the integrator's positions and
-    velocities; gauss_newton: the C2 cubic spline through its nodes), None for a polyline (energy, graph).
-    times: (m,) the polyline's parameter at its points (by metric arc length; None: equal times). `sample(n)`
-    evaluates this representation. length: the metric length of that curve (quadrature of the metric speed,
-    Gauss-Legendre, 8 nodes per interval or straight segment, 4 per interval of a Gauss-Newton spline): the length
-    of an actual curve. graph_length: the Dijkstra path's length. converged: the method that produced the curve met
-    its tolerance. method: the REFINE_METHODS name of that method ("gauss_newton", "shooting", "energy"), or "graph" (the graph path was
-    kept). n_iter: that method's iterations (for "graph" after a failed refinement, all iterations spent).
-    endpoint_error: ||gamma(1) - b|| in latent units (0 unless shooting). initial_velocity: gamma'(0) (d,) for
-    shooting results, the Riemannian log map Log_a(b). message: why earlier stages failed or a fallback was taken.
+    Attributes
+    ----------
+    points : ndarray (m, d) float64
+        The latent curve from a to b.
+    length : float
+        The metric length of that curve (quadrature of the metric speed: Gauss-Legendre, 8 nodes per interval or
+        straight segment, 4 per interval of a Gauss-Newton spline): the length of an actual curve, in output units.
+    graph_length : float
+        The Dijkstra path's length.
+    converged : bool
+        The method that produced the curve met its tolerance.
+    method : str
+        The REFINE_METHODS name of that method ("gauss_newton", "shooting", "energy"), or "graph" (the graph path
+        was kept).
+    n_iter : int
+        That method's iterations (for "graph" after a failed refinement, all iterations spent).
+    endpoint_error : float
+        ||gamma(1) - b|| in latent units (0 unless shooting).
+    source, target : int or None
+        The graph nodes of the end points (None for a bare polyline).
+    initial_velocity : ndarray (d,) or None
+        gamma'(0) for shooting results: the Riemannian log map Log_a(b).
+    message : str
+        Why earlier stages failed or a fallback was taken.
+    velocities : ndarray (m, d) or None
+        The curve's velocities at equal times t_i = i / (m - 1) when it is a cubic Hermite curve (shooting: the
+        integrator's; gauss_newton: the C2 cubic spline's through its nodes); None for a polyline.
+    times : ndarray (m,) or None
+        A polyline's parameter at its points (by metric arc length; None: equal times).
     """
 
     points: np.ndarray
@@ -108,10 +126,20 @@ class GeodesicResult:
         return (self.graph_length - self.length) / self.graph_length if self.graph_length > 0 else 0.0
 
     def sample(self, n: int) -> np.ndarray:
-        """The curve at n >= 2 equally spaced times of its parameter on [0, 1]: (n, d) float64, from a to b.
+        """The curve at n equally spaced times of its parameter on [0, 1].
 
         Interpolates the solver's own representation (cubic Hermite through points and velocities, else the
         polyline), so the points lie on the curve whose `length` is reported.
+
+        Parameters
+        ----------
+        n : int
+            Number of points, at least 2.
+
+        Returns
+        -------
+        ndarray (n, d) float64
+            Latent points from a to b.
         """
         n = check_int(n, "n", minimum=2)
         at = np.linspace(0.0, 1.0, n)
@@ -123,8 +151,20 @@ class GeodesicResult:
         return polyline_sample(self.points, times, at)
 
     def decode(self, decoder: Any, n: int = 16) -> np.ndarray:
-        """Decoded means (n, D) float64 at `sample(n)`: the images along the curve. `decoder`: a PullbackMetric or
-        anything lsg_graph.decoder.as_decoder accepts (a VAE, its decoder, a callable)."""
+        """The decoded means along the curve, at `sample(n)`.
+
+        Parameters
+        ----------
+        decoder : PullbackMetric or decoder
+            A PullbackMetric or anything lsg_graph.decoder.as_decoder accepts (a VAE, its decoder, a callable).
+        n : int, default 16
+            Number of points along the curve.
+
+        Returns
+        -------
+        ndarray (n, D) float64
+            Decoder means in data units.
+        """
         metric = decoder if isinstance(decoder, PullbackMetric) else PullbackMetric(decoder)
         device, dtype = _working(metric)
         with torch.no_grad():
