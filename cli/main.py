@@ -336,7 +336,7 @@ def build(
     data: str | None = typer.Option(None, help="Data to encode (default: what the model was trained on)."),
     k: int = typer.Option(20, "--k", help="Neighbours per code (20: <= 2% median distance error on the analytic surfaces, see benchmarks/)."),
     nodes: int = typer.Option(8, help="Gauss-Legendre nodes per edge for the metric length."),
-    backend: str = typer.Option("auto", help="kNN backend: 'auto', 'faiss', 'torch' or 'kdtree' ('auto': kdtree for d <= 16 on CPU, faiss-gpu or torch on CUDA)."),
+    backend: str = typer.Option("auto", help="kNN backend: 'auto', 'faiss', 'torch', 'kdtree', or approximate 'faiss-ivf' / 'faiss-hnsw' for 10^5+ codes ('auto': kdtree for d <= 16 on CPU, faiss-gpu or torch on CUDA)."),
     device: str = _device_option(),
     candidates: int = typer.Option(1, help="Metric-aware neighbours: measure candidates*k Euclidean neighbours, keep the k shortest."),
     seed: int = typer.Option(0, help="Seed used if a model must be trained first."),
