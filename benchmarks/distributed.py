@@ -92,7 +92,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         reference = lengths if reference is None else reference
         results.append({"mode": f"local, {threads} thread(s)", "workers": 0, "threads": threads, "seconds": seconds,
-                        "edges_per_s": n_edges / seconds, "max_rel_diff": float(np.max(np.abs(lengths - reference) / reference))})
+                        "edges_per_s": n_edges / seconds, "max_rel_diff": float(np.max(np.abs(lengths - reference) / reference)),
+                        "load": os.getloadavg()[0]})
     torch.set_num_threads(1)
     local_rate = results[0]["edges_per_s"]
 
@@ -121,7 +122,7 @@ def main() -> None:
             "max_rel_diff": float(np.max(np.abs(lengths - reference) / reference)),
             "bitwise": bool(np.array_equal(lengths, reference)),
             "worker_rss_mb": [value / 2**20 for value in stats["worker_rss_bytes"]],
-            "blocks": stats["blocks"], "blocks_per_worker": stats["blocks_per_worker"],
+            "blocks": stats["blocks"], "blocks_per_worker": stats["blocks_per_worker"], "load": os.getloadavg()[0],
         })
     ray.shutdown()
 
@@ -134,7 +135,7 @@ def main() -> None:
                 ("mode", "mode", "str"), ("seconds", "seconds", "s"), ("startup_s", "actor startup s", "s"),
                 ("edges_per_s", "edges/s", "g"), ("overhead_vs_ideal", "overhead vs ideal", "pct"),
                 ("vs_local_same_cpus", "vs local, same CPUs", "x"), ("max_rel_diff", "max rel diff", "e"),
-                ("bitwise", "bit for bit", "str"), ("mean_rss_mb", "RSS per worker MB", "g"),
+                ("bitwise", "bit for bit", "str"), ("mean_rss_mb", "RSS per worker MB", "g"), ("load", "load", "g"),
             ],
             [dict(row, bitwise=str(row.get("bitwise", "-"))) for row in results],
         )
