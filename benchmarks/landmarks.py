@@ -2,7 +2,8 @@
 
 Usage:  .venv/bin/python benchmarks/landmarks.py [--n 100000] [--k 10] [--landmarks 16,64,256,1000] [--pairs 1000]
                                                  [--kmeans-n 100000] [--kmeans-landmarks 64] [--exact-kmeans-max 100000]
-                                                 [--kmeans-edges decoder|euclidean] [--out NAME] [--quick] [--seed S]
+                                                 [--kmeans-edges decoder|euclidean] [--legacy] [--out NAME] [--quick]
+                                                 [--seed S]
 
 Codes: the default MLP VAE (VAEConfig defaults, latent 2, RBF precision decoder) is trained on the embedded digits
 (seed S); a 10-component Gaussian mixture (scikit-learn, full covariances) is fitted to the training codes and N codes
@@ -16,7 +17,10 @@ are sampled from it. The graph: build_latent_graph with that decoder's pullback 
 2. GeodesicKMeans (10 clusters, k-means++, random_state S) on the same kind of graph for each `--kmeans-n`:
    exact mode (landmarks=None; skipped above `--exact-kmeans-max`) and landmarks=`--kmeans-landmarks`, same graph,
    same seed: seconds (landmark table, init, iterations), iterations, inertia ratio, and the ARI between the two
-   partitions. `--kmeans-edges euclidean` builds those graphs with Euclidean edge lengths (the same kNN graph,
+   partitions. `--legacy` adds a row with the former landmark update (benchmarks/_landmark_legacy.py: per-candidate
+   estimates over all members, checks by Dijkstra over the whole graph) on the same graph; without exact mode it
+   is the reference of the ratios. Per stage: landmark table, init (k-means++ and first assignment), medoid
+   updates (of which ranking and checking candidates), assignments, other (the final medoid distances). `--kmeans-edges euclidean` builds those graphs with Euclidean edge lengths (the same kNN graph,
    T = 1) instead of the decoder's metric, to reach N = 10^6 on a small machine (the decoder build of 10^6 codes
    alone takes about half an hour on one core); `--pairs 0` skips section 1.
 
@@ -130,15 +134,26 @@ def estimate_errors(graph: LatentGraph, sizes: list[int], n_pairs: int, seed: in
     return rows_out, timings
 
 
-def kmeans_rows(graph: LatentGraph, n_landmarks: int, run_exact: bool, seed: int) -> list[dict]:
-    """GeodesicKMeans in exact and landmark mode on one graph."""
+def kmeans_rows(graph: LatentGraph, n_landmarks: int, run_exact: bool, seed: int, legacy: bool = False) -> list[dict]:
+    """GeodesicKMeans in exact mode, the former landmark update (legacy) and the current landmark mode, one graph."""
+    import _landmark_legacy
     from sklearn.metrics import adjusted_rand_score
 
+    from lsg_graph import cluster
+
     rows, labels = [], {}
-    modes = ([("exact", None)] if run_exact else []) + [(f"landmarks={n_landmarks}", n_landmarks)]
+    current = f"landmarks={n_landmarks}"
+    modes = ([("exact", None)] if run_exact else []) + [(current, n_landmarks)]
+    modes += [(current + " (before)", n_landmarks)] if legacy else []
     for name, landmarks in modes:
+        restore = _landmark_legacy.install() if name.endswith("(before)") else None
+        load = load_average()
         started = time.perf_counter()
-        model = GeodesicKMeans(N_CLUSTERS, random_state=seed, graph=graph, landmarks=landmarks).fit(graph.codes)
+        try:
+            model = GeodesicKMeans(N_CLUSTERS, random_state=seed, graph=graph, landmarks=landmarks).fit(graph.codes)
+        finally:
+            if restore is not None:
+                cluster._LandmarkGraphSpace = restore
         seconds = time.perf_counter() - started
         labels[name] = model.labels_
         timings = model.timings_
@@ -147,14 +162,21 @@ def kmeans_rows(graph: LatentGraph, n_landmarks: int, run_exact: bool, seed: int
                 "n": graph.n_points, "mode": name, "seconds": seconds, "landmarks_s": timings.get("landmarks_s", 0.0),
                 "init_s": timings["init_s"], "update_s": float(np.sum(timings["update_s"])),
                 "assign_s": float(np.sum(timings["assign_s"])), "n_iter": model.n_iter_, "inertia": model.inertia_,
+                "rank_s": timings.get("landmark_rank_s"), "check_s": timings.get("landmark_check_s"),
+                "checked": timings.get("landmark_checked"), "moves": timings.get("landmark_moves"),
+                "other_s": seconds - timings["total_s"],
+                "load_start": float(load), "load_end": float(load_average()),
             }
         )
-    if run_exact:
-        exact = rows[0]
+        print(rows[-1], flush=True)
+    reference = "exact" if run_exact else (current + " (before)" if legacy else None)
+    if reference is not None:
+        base = next(row for row in rows if row["mode"] == reference)
         for row in rows:
-            row["time_ratio"] = row["seconds"] / exact["seconds"]
-            row["inertia_ratio"] = row["inertia"] / exact["inertia"]
-            row["ari_vs_exact"] = float(adjusted_rand_score(labels["exact"], labels[row["mode"]]))
+            row["time_ratio"] = row["seconds"] / base["seconds"]
+            row["inertia_ratio"] = row["inertia"] / base["inertia"]
+            row["ari_vs_exact"] = float(adjusted_rand_score(labels[reference], labels[row["mode"]]))
+            row["reference"] = reference
     return rows
 
 
@@ -169,6 +191,7 @@ def main() -> None:
     parser.add_argument("--kmeans-landmarks", type=int, default=64)
     parser.add_argument("--exact-kmeans-max", type=int, default=100_000)
     parser.add_argument("--kmeans-edges", choices=("decoder", "euclidean"), default="decoder")
+    parser.add_argument("--legacy", action="store_true", help="also time the former landmark update (same graph)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="N = 10^4, L up to 256, 300 pairs, brief training")
     parser.add_argument("--seed", type=int, default=0)
@@ -200,11 +223,10 @@ def main() -> None:
     for n in kmeans_sizes:
         kgraph, kbuild_s = build(metric, sample(n), args.k, 1 if args.kmeans_edges == "euclidean" else 8)
         print(f"k-means graph N = {n}: {kgraph.n_edges} edges, built in {kbuild_s:.1f} s ({args.kmeans_edges} edges)")
-        rows = kmeans_rows(kgraph, args.kmeans_landmarks, n <= args.exact_kmeans_max, args.seed)
+        rows = kmeans_rows(kgraph, args.kmeans_landmarks, n <= args.exact_kmeans_max, args.seed, args.legacy)
         for row in rows:
             row["build_s"] = kbuild_s
             row["edges"] = args.kmeans_edges
-            print(row)
         clusters += rows
         del kgraph
     print(
@@ -213,9 +235,10 @@ def main() -> None:
             [
                 ("n", "N", "g"), ("edges", "edges", "str"), ("mode", "mode", "str"), ("seconds", "fit s", "s"),
                 ("landmarks_s", "landmarks s", "s"), ("init_s", "init s", "s"), ("update_s", "updates s", "s"),
-                ("assign_s", "assign s", "s"), ("n_iter", "iters", "g"), ("time_ratio", "time vs exact", "x"),
-                ("inertia_ratio", "inertia vs exact", "g"), ("ari_vs_exact", "ARI vs exact", "g"),
-                ("build_s", "graph build s", "s"),
+                ("rank_s", "rank s", "s"), ("check_s", "check s", "s"), ("checked", "checked", "g"),
+                ("assign_s", "assign s", "s"), ("other_s", "other s", "s"), ("n_iter", "iters", "g"),
+                ("time_ratio", "time vs ref", "x"), ("inertia_ratio", "inertia vs ref", "g"),
+                ("ari_vs_exact", "ARI vs ref", "g"), ("build_s", "graph build s", "s"),
             ],
             clusters,
         )

@@ -43,7 +43,7 @@ from lsg_graph.distances import (
     refine_pair_distances,
 )
 from lsg_graph.errors import InvalidInput
-from lsg_graph.geodesics.landmarks import Landmarks, select_landmarks
+from lsg_graph.geodesics.landmarks import Landmarks, induced_distances, select_landmarks
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.progress import track
@@ -54,7 +54,8 @@ INIT_METHODS = {
     "random": "n_clusters distinct points drawn uniformly",
 }
 METRICS = {"graph": "X holds latent codes; distances are shortest paths in a LatentGraph", "precomputed": "X is (n, n)"}
-LANDMARK_VERIFIED = 2  # landmark mode: best-ranked candidates per cluster whose exact cost is computed
+LANDMARK_VERIFIED = 2  # landmark mode: best-ranked candidates per cluster whose cost is checked (induced subgraph)
+LANDMARK_POOL = 64  # landmark mode: candidates per large cluster ranked by landmark estimates (cheap, no Dijkstra)
 COST_TOLERANCE = 1e-12  # a medoid moves only if it lowers its cluster's cost by more than this relative amount
 SEEDING_CAP_QUANTILE = 0.99  # k-means++ D^2 weights are capped at this quantile (outliers are not favoured)
 MIN_CLUSTER_FRACTION = 0.05  # min_cluster_size="auto": this fraction of the mean cluster size n / n_clusters
@@ -112,36 +113,53 @@ class _GraphSpace:
 class _LandmarkGraphSpace(_GraphSpace):
     """_GraphSpace for large graphs: a large cluster's candidates are ranked by landmark estimates of their cost.
 
-    The estimate of d(c, i) is the landmark lower bound max_l |d(c, l) - d(i, l)| (O(L) per member, no Dijkstra);
-    only the LANDMARK_VERIFIED best-ranked candidates, and only those ranked above the current medoid, get their
-    exact cost (one Dijkstra each), compared with the current medoid's exact cost, so a medoid still moves only
-    when its exact cost strictly drops. Clusters of at most `exact_size` members get the exact medoid as in
-    _GraphSpace.
+    The pool: the current medoid, the LANDMARK_POOL / 2 members nearest it and as many nearest the mean code (at
+    least n_candidates in all). Their costs are estimated from landmark lower bounds, max_l |d(c, l) - d(i, l)|, on a
+    fixed sample of the members (Landmarks.lower_bound_costs; no Dijkstra). Only the LANDMARK_VERIFIED best-ranked
+    candidates, and only those ranked above the current medoid, are checked: their cost is computed from Dijkstra
+    inside the subgraph induced by the members (induced_distances: an upper bound of the exact cost, at the price of
+    the cluster's edges rather than the whole graph's) and compared with the current medoid's exact cost, so a
+    medoid still moves only when its exact cost strictly drops. Clusters of at most `exact_size` members get the
+    exact medoid as in _GraphSpace.
     """
 
     def __init__(self, graph: LatentGraph, exact_size: int, n_candidates: int, landmarks: Landmarks) -> None:
         """Keep the graph, the medoid-update settings and the landmark table."""
         super().__init__(graph, exact_size, n_candidates)
         self.landmarks, self.seconds = landmarks, 0.0
+        self.stats = {"landmark_rank_s": 0.0, "landmark_check_s": 0.0, "landmark_checked": 0, "landmark_moves": 0}
 
     def medoid(self, members: np.ndarray, current: int, distance: np.ndarray) -> int:
-        """The best of the landmark-ranked candidates if its exact cost beats the current medoid's, else current."""
+        """The best of the landmark-ranked candidates if its cost beats the current medoid's exact cost, else current."""
         if len(members) <= self.exact_size:
             return super().medoid(members, current, distance)
-        candidates = self._candidates(members, current, distance)
-        table = self.landmarks.distances
-        at_members = table[:, members]
-        estimated = np.array([np.square(np.abs(at_members - table[:, [c]]).max(axis=0)).sum() for c in candidates])
+        started = time.perf_counter()
+        candidates = self._pool(members, current, distance)
+        estimated = self.landmarks.lower_bound_costs(candidates, members)
         ranked = candidates[np.argsort(estimated, kind="stable")]
-        ahead = ranked[: int(np.flatnonzero(ranked == current)[0])]  # ranked above the current medoid
-        shortlist = ahead[:LANDMARK_VERIFIED]
+        shortlist = ranked[: int(np.flatnonzero(ranked == current)[0])][:LANDMARK_VERIFIED]  # ranked above current
+        checked = time.perf_counter()
+        self.stats["landmark_rank_s"] += checked - started
         if shortlist.size == 0:  # no candidate is estimated cheaper: no Dijkstra at all
             return int(current)
-        own = distance[members]  # exact distances from the current medoid (the assignment's Dijkstra)
-        limit = (float(own.max()) + float(distance[shortlist].max())) * (1.0 + 1e-9) + 1e-300
-        costs = np.square(dijkstra_rows(self.graph.weights, shortlist, limit)[:, members]).sum(axis=1)
-        contenders = np.concatenate([[current], shortlist])
-        return _best_candidate(contenders, np.concatenate([[np.square(own).sum()], costs]), current)
+        inside = induced_distances(self.graph, members, shortlist)  # (s, m), columns in the order of members
+        costs = np.square(inside).sum(axis=1)  # upper bounds of the exact costs
+        own = np.square(distance[members]).sum()  # exact: the assignment's Dijkstra from the current medoid
+        self.stats["landmark_check_s"] += time.perf_counter() - checked
+        self.stats["landmark_checked"] += int(shortlist.size)
+        best = _best_candidate(np.concatenate([[current], shortlist]), np.concatenate([[own], costs]), current)
+        self.stats["landmark_moves"] += int(best != current)
+        return best
+
+    def _pool(self, members: np.ndarray, current: int, distance: np.ndarray) -> np.ndarray:
+        """The current medoid and the members nearest it and nearest the mean code (LANDMARK_POOL in all)."""
+        size = max(self.n_candidates, LANDMARK_POOL)
+        half = size // 2
+        near_medoid = members[np.argpartition(distance[members], min(half, members.size - 1))[:half]]
+        codes = self.graph.codes[members]
+        offsets = np.square(codes - codes.mean(axis=0)).sum(axis=1)
+        near_mean = members[np.argpartition(offsets, min(size - half, members.size - 1))[: size - half]]
+        return np.unique(np.concatenate([[current], near_medoid, near_mean]))
 
 
 class _PrecomputedSpace:
@@ -368,7 +386,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         runs on stderr.
     landmarks : None (default) or L >= 1 (metric="graph"): for large graphs, the candidates of clusters larger than
         exact_medoid_size are ranked by landmark lower bounds of their cost (L farthest-point landmarks, seeded by
-        random_state; see lsg_graph.geodesics.landmarks) and only the best LANDMARK_VERIFIED get an exact Dijkstra.
+        random_state; see lsg_graph.geodesics.landmarks) and only the best LANDMARK_VERIFIED are checked, by Dijkstra
+        inside the cluster's induced subgraph (an upper bound of their exact cost).
     min_cluster_size : "auto" (5% of n_samples / n_clusters, rounded down; 1 below 20 points per cluster) or an int >= 1. Outliers: k-means++ draws
         with squared distances capped at their 99th percentile, and after the first assignment every cluster with
         fewer members is re-seeded (up to 3 times), so an isolated code never becomes a cluster of its own (with
@@ -388,7 +407,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
     graph_ and edge_metric_ (metric="graph"); timings_: seconds of the graph build ("graph_s"; 0-ish for a given
     graph), and of the kept run's init ("init_s"), medoid updates ("update_s", one per iteration) and assignments
     ("assign_s", one per iteration that moved a medoid), and "total_s"; n_features_in_; landmark_indices_ (L,)
-    when landmarks is set ("landmarks_s" in timings_: seconds of the landmark Dijkstras, part of graph_s).
+    when landmarks is set ("landmarks_s" in timings_: seconds of the landmark Dijkstras, part of graph_s;
+    "landmark_rank_s" / "landmark_check_s": seconds ranking and checking candidates, "landmark_checked" and
+    "landmark_moves": candidates checked and medoids moved by them).
     """
 
     def __init__(
@@ -593,6 +614,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.timings_ = {"graph_s": graph_s, **run.timings, "total_s": graph_s + run.timings["init_s"] + rounds}
         if isinstance(space, _LandmarkGraphSpace):
             self.timings_["landmarks_s"] = space.seconds
+            self.timings_.update(space.stats)
 
     # -------------------------------------------------------------------------------------------- use
 

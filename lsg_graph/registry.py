@@ -54,6 +54,8 @@ KNN_BACKENDS: dict[str, str] = {
     "faiss": "faiss, exact (IVF for large approximate searches; a GPU index with faiss-gpu)",
     "torch": "brute force in torch, on any device",
     "kdtree": "scipy's cKDTree (exact; fast for small d)",
+    "faiss-ivf": "faiss IVF, approximate, CPU, for 1e5+ codes (exact below 1e4)",
+    "faiss-hnsw": "faiss HNSW, approximate, CPU, for 1e5+ codes (exact below 1e4)",
 }
 
 REFINE_METHODS: dict[str, str] = {

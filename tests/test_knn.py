@@ -14,7 +14,7 @@ from lsg_graph.errors import InvalidInput
 from lsg_graph.graph import knn as knn_module
 from lsg_graph.graph.knn import Neighbors, knn
 
-BACKENDS = ["faiss", "torch", "kdtree", "auto"]
+BACKENDS = ["faiss", "torch", "kdtree", "auto", "faiss-ivf", "faiss-hnsw"]  # the last two are exact below 10^4 points
 
 
 def _random_codes(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -187,6 +187,27 @@ def test_approximate_recall() -> None:
     assert (exact.indices[:, 0] == np.arange(2000)).all()
     assert _recall(approximate.indices[:2000], exact.indices[:, 1:]) >= 0.95
     np.testing.assert_array_equal(knn(data, 10, approximate=True, seed=0).indices, approximate.indices)
+
+
+@pytest.mark.parametrize("backend", ["faiss-ivf", "faiss-hnsw"])
+def test_approximate_backends_recall_and_determinism(backend: str) -> None:
+    """Above APPROXIMATE_MIN_POINTS the IVF / HNSW index is used: recall@10 against exact search on a sample of 1000
+    points is high, the distances returned are exact, and the same seed gives the same neighbours."""
+    rng = np.random.default_rng(21)
+    centers = rng.normal(size=(8, 8)) * 3.0
+    data = centers[rng.integers(0, 8, 12_000)] + rng.normal(size=(12_000, 8))
+    found = knn(data, 10, backend=backend, seed=3)
+    sample = rng.choice(12_000, 1000, replace=False)
+    exact = knn(data, 11, data[sample], backend="kdtree")  # each sample point first (distance 0), then its 10
+    assert (exact.indices[:, 0] == sample).all()
+    assert _recall(found.indices[sample], exact.indices[:, 1:]) >= 0.97
+    recomputed = np.linalg.norm(data[found.indices] - data[:, None, :], axis=2)
+    np.testing.assert_allclose(found.distances, recomputed, rtol=1e-12)
+    assert (np.diff(found.distances, axis=1) >= 0).all()
+    assert not (found.indices == np.arange(12_000)[:, None]).any()
+    again = knn(data, 10, backend=backend, seed=3)
+    np.testing.assert_array_equal(again.indices, found.indices)
+    np.testing.assert_array_equal(again.distances, found.distances)
 
 
 def test_approximate_small_n_is_exact() -> None:

@@ -9,6 +9,12 @@ where the upper bound is the length of an actual walk a -> l -> b. Both are exac
 Landmarks are chosen by farthest-point sampling (each new landmark is the node farthest from those chosen, which
 spreads them over the graph and reuses the Dijkstra row it needs anyway) or uniformly at random. The table costs
 L Dijkstras and L x n float64 of memory; a pair then costs O(L).
+
+For k-medoids on large graphs two helpers rank and check medoid candidates without a Dijkstra over the whole
+graph: `Landmarks.lower_bound_costs` estimates a candidate's within-cluster cost sum_i d(c, i)^2 from the lower
+bounds (vectorised over candidates, on a fixed sample of the members), and `induced_distances` runs Dijkstra inside
+the subgraph induced by the members only, whose distances are upper bounds of the graph distances (a path inside
+the subgraph is a path of the graph), so a cost computed from them is an upper bound of the exact cost.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from lsg_graph._validation import check_choice, check_int
@@ -41,6 +48,7 @@ DEFAULT_ESTIMATE = "lower"
 # distances too (it covers paths of well over 10^4 edges).
 BOUND_SLACK = 1e-12
 _BLOCK_ELEMENTS = 1 << 22  # landmarks x pairs evaluated at once (32 MiB of float64)
+COST_SAMPLE = 4096  # lower_bound_costs: members (a fixed random sample) over which a candidate's cost is estimated
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,36 @@ class Landmarks:
         source_array = self._check_nodes([source], "source")
         targets = np.arange(self.n_points) if targets is None else self._check_nodes(targets, "targets")
         return self.bounds(np.repeat(source_array, len(targets)), targets, estimate)
+
+    def lower_bound_costs(self, candidates: Any, members: Any, sample: int = COST_SAMPLE) -> np.ndarray:
+        """Estimates (C,) of sum_i d(c, i)^2 over the members i for each candidate node c, from landmark lower bounds.
+
+        Each d(c, i) is replaced by max_l |d(c, l) - d(i, l)| (a lower bound, so each estimate is at most the exact
+        cost up to the sampling). With more than `sample` members the sum runs over a fixed random sample of them
+        (the same for every candidate, drawn from a generator seeded by the member count, so the ranking of the
+        candidates is deterministic) and is scaled by members / sample. The bounds are taken in float32: the
+        result ranks candidates, it is not a distance bound.
+        """
+        candidates = self._check_nodes(candidates, "candidates")
+        members = self._check_nodes(members, "members")
+        sample = check_int(sample, "sample", minimum=1)
+        scale = 1.0
+        if members.shape[0] > sample:
+            picked = np.random.default_rng(members.shape[0]).choice(members.shape[0], sample, replace=False)
+            scale, members = members.shape[0] / sample, members[np.sort(picked)]
+        # column gathers come back in Fortran order; the loop below needs contiguous rows
+        at_members = np.ascontiguousarray(self.distances[:, members], dtype=np.float32)  # (L, s)
+        at_candidates = np.ascontiguousarray(self.distances[:, candidates], dtype=np.float32)  # (L, C)
+        lower = np.zeros((candidates.shape[0], members.shape[0]), dtype=np.float32)  # (C, s)
+        finite = bool(np.isfinite(at_members).all() and np.isfinite(at_candidates).all())
+        with np.errstate(invalid="ignore"):
+            for landmark in range(self.n_landmarks):  # one (C, s) plane at a time: far faster than an (C, L, s) block
+                gaps = np.abs(at_candidates[landmark][:, None] - at_members[landmark][None, :])
+                if not finite:
+                    gaps[np.isnan(gaps)] = 0.0  # inf - inf: both unreachable from this landmark, no information
+                np.maximum(lower, gaps, out=lower)
+        # a member in another component than the candidate: some landmark reaches one of them only, the gap is inf
+        return np.square(lower.astype(np.float64)).sum(axis=1) * scale
 
     def _check_nodes(self, nodes: Any, name: str) -> np.ndarray:
         """Node indices (m,) int64 in [0, n), else InvalidInput naming the bad one."""
@@ -176,3 +214,43 @@ def select_landmarks(
         indices[position + 1] = int(np.argmax(candidates))
     return Landmarks(indices, distances, method)
 
+
+
+def induced_subgraph(weights: sp.csr_matrix, nodes: np.ndarray) -> sp.csr_matrix:
+    """The (m, m) CSR subgraph of `weights` (n, n) induced by the sorted distinct node indices `nodes` (m,)."""
+    local = np.full(weights.shape[0], -1, dtype=np.int64)
+    local[nodes] = np.arange(nodes.shape[0])
+    rows = weights[nodes]  # CSR row gather
+    columns = local[rows.indices]
+    keep = columns >= 0
+    owner = np.repeat(np.arange(nodes.shape[0]), np.diff(rows.indptr))[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=nodes.shape[0]))])
+    return sp.csr_matrix((rows.data[keep], columns[keep], indptr), shape=(nodes.shape[0], nodes.shape[0]))
+
+
+def induced_distances(graph: LatentGraph, nodes: Any, sources: Any) -> np.ndarray:
+    """Distances (s, m) from each source to each node, along paths that stay inside the subgraph induced by `nodes`.
+
+    Parameters
+    ----------
+    graph : the LatentGraph.
+    nodes : (m,) distinct node indices spanning the subgraph; they are sorted, and the columns follow that order.
+    sources : (s,) node indices, each one of `nodes`.
+
+    Returns
+    -------
+    (s, m) float64: upper bounds of the graph distances (exact wherever a shortest path stays inside), inf where
+    the subgraph does not join the two nodes. Costs O(edges among `nodes`) per source instead of the whole graph.
+    """
+    if not isinstance(graph, LatentGraph):
+        raise InvalidInput(f"graph must be a lsg_graph LatentGraph; got {type(graph).__name__}.")
+    nodes = np.unique(np.asarray(nodes, dtype=np.int64))
+    sources = np.atleast_1d(np.asarray(sources, dtype=np.int64))
+    if nodes.size == 0 or nodes[0] < 0 or nodes[-1] >= graph.n_points:
+        raise InvalidInput(f"nodes must be a non-empty array of node indices in [0, {graph.n_points}).")
+    position = np.searchsorted(nodes, sources)
+    outside = (position >= nodes.size) | (nodes[np.minimum(position, nodes.size - 1)] != sources)
+    if outside.any():
+        raise InvalidInput(f"source {int(sources[outside][0])} is not one of the subgraph's nodes.")
+    subgraph = induced_subgraph(graph.weights.tocsr(), nodes)
+    return np.atleast_2d(dijkstra(subgraph, directed=True, indices=position))

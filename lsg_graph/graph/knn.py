@@ -1,4 +1,4 @@
-"""k nearest neighbours of latent codes under the Euclidean distance, with faiss or torch backends.
+"""k nearest neighbours of latent codes under the Euclidean distance, with faiss, torch or kd-tree backends.
 
 Both backends select candidates in float32 (faiss only works in float32), from data centred at their mean so that
 the ||x||^2 - 2<x, y> + ||y||^2 expansion loses little to cancellation. A few more candidates than asked for are
@@ -6,6 +6,12 @@ taken, their distances are recomputed exactly in float64 as ||x_i - y_j||, and e
 (distance, index). Distances are therefore exact, never negative, and the backends agree with each other and with
 scikit-learn unless more than `EXTRA_CANDIDATES` points tie within float32 rounding at the k-th distance (then
 which of the tied points is returned may differ, their distances do not).
+
+Two approximate faiss backends are for 10^5 codes and more: 'faiss-ivf' (inverted lists, IndexIVFFlat) and
+'faiss-hnsw' (a navigable small-world graph, IndexHNSWFlat), with the defaults in APPROXIMATE_BACKENDS. They may
+miss a true neighbour (benchmarks/knn_scale.py measures the recall against exact search, docs/scale.md gives it);
+the distances they return are still exact, and the result is a deterministic function of the data and `seed`
+(the HNSW graph is built on one thread, since faiss inserts points in a thread-dependent order otherwise).
 """
 
 from __future__ import annotations
@@ -39,6 +45,13 @@ IVF_LISTS_PER_SQRT_N = 4  # IVF uses about 4 * sqrt(n) inverted lists ...
 IVF_MIN_POINTS_PER_LIST = 39  # ... but at least 39 training points per list (faiss warns below that)
 IVF_MIN_PROBES = 16  # lists visited per query: max(16, nlist / 8), capped at nlist
 IVF_PROBE_FRACTION = 8
+# backend name -> defaults of the approximate faiss indexes (below APPROXIMATE_MIN_POINTS points both search exactly)
+APPROXIMATE_BACKENDS: dict[str, dict[str, float]] = {
+    # about 4 sqrt(n) lists (at least IVF_MIN_POINTS_PER_LIST training points each), 32 of them probed per query
+    "faiss-ivf": {"lists_per_sqrt_n": 4, "nprobe": 32},
+    # M links per node, efConstruction, efSearch (raised to 2 x the candidates searched when that is larger)
+    "faiss-hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
+}
 FAISS_GPU_MAX_K = 2048  # faiss GPU indexes return at most this many neighbours; beyond it the CPU index is used
 
 
@@ -71,9 +84,10 @@ def knn(
     queries : array-like (m, d), optional
         Default `data`; then each point's own index is excluded, and exact duplicates of it are kept as neighbours
         at distance 0.
-    backend : {"auto", "faiss", "torch", "kdtree"}, default "auto"
+    backend : {"auto", "faiss", "torch", "kdtree", "faiss-ivf", "faiss-hnsw"}, default "auto"
         'faiss' (exact IndexFlatL2; a GPU index when faiss has GPU support and device is cuda), 'torch' (batched
-        brute force on `device`, exact), 'kdtree' (scipy cKDTree, exact, CPU) or 'auto' (see resolve_backend).
+        brute force on `device`, exact), 'kdtree' (scipy cKDTree, exact, CPU), 'faiss-ivf' or 'faiss-hnsw'
+        (approximate, CPU, for n >= 10,000; see APPROXIMATE_BACKENDS) or 'auto' (see resolve_backend).
     device : str or torch.device, default "auto"
     approximate : bool, default False
         faiss only: an IVF index (IndexIVFFlat, about 4 * sqrt(n) lists, trained with `seed`) when n >= 10,000,
@@ -81,7 +95,7 @@ def knn(
     batch_size : int, optional
         Queries searched at once (torch default: a (batch, n) float32 block of at most 256 MB; faiss default: all).
     seed : int, default 0
-        Seed of the IVF training.
+        Seeds the IVF k-means (approximate=True, 'faiss-ivf') and the HNSW levels ('faiss-hnsw').
 
     Returns
     -------
@@ -252,25 +266,26 @@ def _knn_faiss(
     resources = faiss.StandardGpuResources() if use_gpu else None  # must outlive the GPU index
     if use_gpu:
         index = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
-    indices = _faiss_search(index, queries, n_candidates, batch_size)
-    missing = (indices < 0).any(axis=1)
-    if missing.any():  # the probed IVF lists held fewer than c points: search those queries exactly
-        exact = faiss.IndexFlatL2(data.shape[1])
-        exact.add(data)
-        indices[missing] = _faiss_search(exact, np.ascontiguousarray(queries[missing]), n_candidates, batch_size)
-    return indices
+    return _fill_missing(faiss, index, data, queries, n_candidates, batch_size)  # probed IVF lists can run short
 
 
-def _faiss_ivf_index(faiss: Any, data: np.ndarray, seed: int) -> Any:
-    """An IndexIVFFlat over data (n, d) float32 with ~4 sqrt(n) lists, k-means trained with `seed`, nprobe set."""
+def _faiss_ivf_index(
+    faiss: Any, data: np.ndarray, seed: int, lists_per_sqrt_n: float = IVF_LISTS_PER_SQRT_N, nprobe: int | None = None
+) -> Any:
+    """An IndexIVFFlat over data (n, d) float32 with ~lists_per_sqrt_n sqrt(n) lists, k-means trained with `seed`.
+
+    nprobe (lists visited per query): the given number, else max(IVF_MIN_PROBES, lists / IVF_PROBE_FRACTION);
+    at most the number of lists.
+    """
     n, dim = data.shape
-    n_lists = max(1, min(round(IVF_LISTS_PER_SQRT_N * math.sqrt(n)), n // IVF_MIN_POINTS_PER_LIST))
+    n_lists = max(1, min(round(lists_per_sqrt_n * math.sqrt(n)), n // IVF_MIN_POINTS_PER_LIST))
     quantizer = faiss.IndexFlatL2(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, n_lists, faiss.METRIC_L2)
     index.cp.seed = seed
     index.train(data)
     index.add(data)
-    index.nprobe = min(n_lists, max(IVF_MIN_PROBES, n_lists // IVF_PROBE_FRACTION))
+    probes = max(IVF_MIN_PROBES, n_lists // IVF_PROBE_FRACTION) if nprobe is None else int(nprobe)
+    index.nprobe = min(n_lists, probes)
     return index
 
 
@@ -328,10 +343,83 @@ def _knn_kdtree(
     return np.asarray(indices, dtype=np.int64).reshape(queries.shape[0], n_candidates)
 
 
+def _knn_faiss_ivf(
+    data: np.ndarray,
+    queries: np.ndarray,
+    n_candidates: int,
+    *,
+    device: torch.device,
+    approximate: bool,
+    batch_size: int | None,
+    seed: int,
+) -> np.ndarray:
+    """Candidate indices (m, c) from an IndexIVFFlat with the 'faiss-ivf' defaults (exact below APPROXIMATE_MIN_POINTS)."""
+    faiss = _import_faiss()
+    if data.shape[0] < APPROXIMATE_MIN_POINTS:
+        return _flat_search(faiss, data, queries, n_candidates, batch_size)
+    settings = APPROXIMATE_BACKENDS["faiss-ivf"]
+    index = _faiss_ivf_index(faiss, data, seed, settings["lists_per_sqrt_n"], settings["nprobe"])
+    return _fill_missing(faiss, index, data, queries, n_candidates, batch_size)
+
+
+def _knn_faiss_hnsw(
+    data: np.ndarray,
+    queries: np.ndarray,
+    n_candidates: int,
+    *,
+    device: torch.device,
+    approximate: bool,
+    batch_size: int | None,
+    seed: int,
+) -> np.ndarray:
+    """Candidate indices (m, c) from an IndexHNSWFlat with the 'faiss-hnsw' defaults (exact below APPROXIMATE_MIN_POINTS).
+
+    The points are inserted on one thread (faiss's parallel insertion links them in a thread-dependent order, so
+    the graph and the neighbours it finds would vary between runs); the search uses all threads.
+    """
+    faiss = _import_faiss()
+    if data.shape[0] < APPROXIMATE_MIN_POINTS:
+        return _flat_search(faiss, data, queries, n_candidates, batch_size)
+    settings = APPROXIMATE_BACKENDS["faiss-hnsw"]
+    index = faiss.IndexHNSWFlat(data.shape[1], int(settings["M"]))
+    index.hnsw.efConstruction = int(settings["ef_construction"])
+    index.hnsw.rng = faiss.RandomGenerator(int(seed))  # the random levels of the nodes
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        index.add(data)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    index.hnsw.efSearch = max(int(settings["ef_search"]), 2 * n_candidates)
+    return _fill_missing(faiss, index, data, queries, n_candidates, batch_size)
+
+
+def _flat_search(
+    faiss: Any, data: np.ndarray, queries: np.ndarray, n_candidates: int, batch_size: int | None
+) -> np.ndarray:
+    """Candidate indices (m, c) by exact search (IndexFlatL2) of queries among data."""
+    index = faiss.IndexFlatL2(data.shape[1])
+    index.add(data)
+    return _faiss_search(index, queries, n_candidates, batch_size)
+
+
+def _fill_missing(
+    faiss: Any, index: Any, data: np.ndarray, queries: np.ndarray, n_candidates: int, batch_size: int | None
+) -> np.ndarray:
+    """Search `index`; queries for which it returned fewer than c points (index -1) are searched exactly."""
+    indices = _faiss_search(index, queries, n_candidates, batch_size)
+    missing = (indices < 0).any(axis=1)
+    if missing.any():
+        indices[missing] = _flat_search(faiss, data, np.ascontiguousarray(queries[missing]), n_candidates, batch_size)
+    return indices
+
+
 KNN_BACKENDS: dict[str, Callable[..., np.ndarray]] = {
     "faiss": _knn_faiss,
     "torch": _knn_torch,
     "kdtree": _knn_kdtree,
+    "faiss-ivf": _knn_faiss_ivf,
+    "faiss-hnsw": _knn_faiss_hnsw,
 }
 KDTREE_MAX_DIM = 16  # 'auto' uses the kd-tree up to this latent dimension on the CPU (trees degrade beyond it)
 BACKEND_CHOICES = ("auto", *KNN_BACKENDS)
