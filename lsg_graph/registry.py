@@ -53,7 +53,7 @@ KNN_BACKENDS: dict[str, str] = {
     "auto": "kdtree for d <= 16 on the CPU, faiss beyond; faiss-gpu or torch on CUDA",
     "faiss": "faiss, exact (IVF for large approximate searches; a GPU index with faiss-gpu)",
     "torch": "brute force in torch, on any device",
-    "kdtree": "scipy's cKDTree (exact; fast for small d)",
+    "kdtree": "the cKDTree of scipy (exact; fast for small d)",
     "faiss-ivf": "faiss IVF, approximate, CPU, for 1e5+ codes (exact below 1e4)",
     "faiss-hnsw": "faiss HNSW, approximate, CPU, for 1e5+ codes (exact below 1e4)",
 }
