@@ -41,6 +41,7 @@ LOCK_NAME = ".lsg-graph.lock"  # writers: exclusive flock for the whole update
 READ_LOCK_NAME = ".lsg-graph.read.lock"  # readers: shared flock while loading; the commit's renames: exclusive
 JOURNAL_NAME = ".lsg-graph.journal.json"  # the commit record of a transaction being applied
 STAGING_PREFIX = ".lsg-graph.staging."  # per-transaction folder holding the staged files
+UNNAMED_HOLDER_WAIT_S = 2.0  # a writer waits at most this long for a lock holder that recorded no pid (a reader)
 READ_LOCK_TIMEOUT_S = 120.0  # a reader waits at most this long for a commit to finish
 MAX_JSON_DEPTH = 64  # metadata nesting deeper than this is refused (no RecursionError on crafted files)
 MAX_JSON_INT_DIGITS = 40  # integers in metadata longer than this are refused (no 4300-digit conversion error)
@@ -557,11 +558,34 @@ def _lock_holder(fd: int) -> str:
     return "unknown"
 
 
+def _take_writer_lock(fd: int, run_dir: Path) -> None:
+    """flock(fd, LOCK_EX) without blocking on a writer: RunLockedError at once when a process that recorded its pid
+    holds it. A holder without a pid is a reader rolling forward a dead writer's journal (`_recover_if_unlocked`,
+    milliseconds) or a writer about to record its pid: wait up to UNNAMED_HOLDER_WAIT_S for it."""
+    import fcntl
+
+    deadline = time.monotonic() + UNNAMED_HOLDER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            if holder != "unknown" or time.monotonic() > deadline:
+                raise RunLockedError(
+                    f"The run directory {str(run_dir)!r} is being written by another lsg-graph process (pid "
+                    f"{holder}); wait until it finishes or use another run directory."
+                ) from None
+            time.sleep(0.005)
+
+
 @contextlib.contextmanager
-def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
+def run_lock(run_dir: str | os.PathLike[str], *, _anonymous: bool = False) -> Iterator[None]:
     """Hold the run directory's writer lock (exclusive flock on `.lsg-graph.lock`; re-entrant in one process).
 
-    A second process asking for it is refused at once with RunLockedError naming the run and the holder's pid.
+    A second process asking for it is refused at once with RunLockedError naming the run and the holder's pid; a
+    holder that recorded no pid (a reader rolling forward a dead writer's update) is waited for up to
+    UNNAMED_HOLDER_WAIT_S. The pid is cleared on release.
     Taking the lock first rolls forward an update a killed writer had committed but not finished.
     """
     import fcntl
@@ -583,22 +607,19 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
             f"Cannot write to the run directory {str(run_dir)!r}: its lock file could not be opened ({exc.strerror or exc})."
         ) from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(
-                f"The run directory {str(run_dir)!r} is being written by another lsg-graph process (pid "
-                f"{_lock_holder(fd)}); wait until it finishes or use another run directory."
-            ) from None
+        _take_writer_lock(fd, run_dir)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            if not _anonymous:  # a reader's roll-forward records no pid: writers wait for it (_take_writer_lock)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _HELD_LOCKS[key] = [fd, 1]
         try:
             recover_run(run_dir)
             yield
         finally:
             del _HELD_LOCKS[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no stale pid once released
     finally:
         os.close(fd)  # releases the flock
 
@@ -648,7 +669,7 @@ def run_read_lock(run_dir: str | os.PathLike[str]) -> Iterator[None]:
 
 def _recover_if_unlocked(run_dir: Path) -> None:
     """Roll forward a dead writer's journal when the writer lock is free; otherwise the live writer finishes it."""
-    with contextlib.suppress(RunLockedError, ArtifactError), run_lock(run_dir):
+    with contextlib.suppress(RunLockedError, ArtifactError), run_lock(run_dir, _anonymous=True):
         pass  # run_lock recovers on entry
 
 
