@@ -4,8 +4,10 @@ Usage:  .venv/bin/python benchmarks/distributed.py [--n 10000] [--k 10] [--worke
                                                    [--quick]
 
 Model: the default MLP VAE (VAEConfig defaults, latent 2, RBF precision decoder) on the real MNIST sample
-(/work/data/mnist_5k.csv.gz, D = 784, pixels / 255), trained briefly (`--epochs`; speed does not depend on the
-fit). Codes: N samples of a 10-component Gaussian mixture fitted to the MNIST codes. Edges: the unique kNN pairs
+(/work/data/mnist_5k.csv.gz, D = 784, pixels / 255), from the shared model cache (benchmarks/_models.py,
+`trained("mnist2", S, epochs=E, rbf_epochs=1)`: `train_run` on the 80/20 split, trained once and cached), trained
+briefly (`--epochs` E; speed does not depend on the fit). Codes: N samples of a 10-component Gaussian mixture fitted
+to the codes of all 5000 MNIST digits. Edges: the unique kNN pairs
 (k neighbours) of the build, T = 8.
 
 Rows, all on the same edges in one process (Ray started once with max(CPUs, W) logical CPUs):
@@ -27,9 +29,7 @@ Rows go to benchmarks/results/distributed.json (distributed_quick.json with --qu
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,23 +39,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, table, use_threads, write_json  # noqa: E402
+from _models import trained  # noqa: E402
 
 from lsg_graph.graph.knn import knn  # noqa: E402
 from lsg_graph.graph.latent_graph import _unique_pairs  # noqa: E402
 from lsg_graph.graph.weights import edge_lengths  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.model import VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import encode_codes  # noqa: E402
 
-MNIST = Path("/work/data/mnist_5k.csv.gz")
 EDGES_1M = 1.5e7  # about 10^6 codes at k = 20
-
-
-def mnist_images() -> np.ndarray:
-    """The 5000 MNIST digits (5000, 784) float32 in [0, 1] (label column dropped)."""
-    with gzip.open(MNIST, "rt") as handle:
-        table_ = np.loadtxt(handle, delimiter=",", dtype=np.float32)
-    return table_[:, :-1] / 255.0
 
 
 def main() -> None:
@@ -77,10 +70,14 @@ def main() -> None:
     if args.quick:
         args.n, args.epochs, args.repeats = 2000, 1, 1
     cpus = os.cpu_count() or 1
-    print(f"python {platform.python_version()}, torch {torch.__version__}, {cpus} CPUs, load {os.getloadavg()[0]:.1f}")
+    use_threads(1)
+    info = machine()
+    print(f"python {info['python']}, torch {info['torch']}, {cpus} CPUs, load {os.getloadavg()[0]:.1f}")
 
-    images = mnist_images()
-    vae, _ = train_vae(images, VAEConfig(input_dim=784, epochs=args.epochs, rbf_epochs=1, seed=args.seed), progress=False)
+    model = trained("mnist2", args.seed, epochs=args.epochs, rbf_epochs=1)
+    vae = model.vae()
+    images = model.dataset().images
+    print(f"mnist2 ({args.epochs} epochs) trained in {model.train_seconds:.1f} s (benchmarks/_models.py cache)")
     mixture = GaussianMixture(10, covariance_type="full", random_state=args.seed).fit(encode_codes(vae, images))
     codes = mixture.sample(args.n)[0].astype(np.float64)
     rows, cols = _unique_pairs(knn(codes, args.k, backend="kdtree", device="cpu").indices)
@@ -169,9 +166,9 @@ def main() -> None:
     projection = {f"{w}_workers_hours": EDGES_1M / (per_worker * w) / 3600 for w in (8, 64)}
     print(f"Ray init {ray_init_s:.1f} s. 1.5e7 edges at {per_worker:.0f} edges/s per worker: "
           + ", ".join(f"{name.split('_')[0]} workers {hours:.2f} h" for name, hours in projection.items()))
-    payload = {"python": platform.python_version(), "torch": torch.__version__, "cpus": cpus, "args": vars(args),
+    payload = {"python": info["python"], "torch": info["torch"], "cpus": cpus, "args": vars(args),
                "n_edges": n_edges, "ray_init_s": ray_init_s, "rows": results, "summary": summary, "projection": projection,
-               "load_end": os.getloadavg()[0]}
+               "load_end": os.getloadavg()[0], "machine": finish(info)}
     print(f"wrote {write_json('distributed_quick' if args.quick else 'distributed', payload)}")
 
 

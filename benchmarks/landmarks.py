@@ -5,9 +5,10 @@ Usage:  .venv/bin/python benchmarks/landmarks.py [--n 100000] [--k 10] [--landma
                                                  [--kmeans-edges decoder|euclidean] [--legacy] [--out NAME] [--quick]
                                                  [--seed S]
 
-Codes: the default MLP VAE (VAEConfig defaults, latent 2, RBF precision decoder) is trained on the embedded digits
-(seed S); a 10-component Gaussian mixture (scikit-learn, full covariances) is fitted to the training codes and N codes
-are sampled from it. The graph: build_latent_graph with that decoder's pullback metric, k neighbours, T = 8.
+Codes: the benchmarks' default model (benchmarks/_models.py, `trained("digits", S)`: VAEConfig defaults, latent 2,
+RBF precision decoder, the 80/20 split of `lsg-graph train`, trained once and cached; --quick: 20 epochs, 5 RBF
+epochs); a 10-component Gaussian mixture (scikit-learn, full covariances) is fitted to the codes of all 1797 digits
+and N codes are sampled from it. The graph: build_latent_graph with that decoder's pullback metric, k neighbours, T = 8.
 
 1. Estimate error. `--pairs` random pairs (a != b); exact graph distances by Dijkstra from each pair's source.
    Farthest-point and random landmark tables of the largest L are computed once; smaller L use their prefixes (a
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 import warnings
@@ -44,16 +44,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import table, write_json  # noqa: E402
+from _common import finish, machine, machine_line, table, write_json  # noqa: E402
+from _models import trained  # noqa: E402
 
 from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
-from lsg_graph.data import load_digits  # noqa: E402
 from lsg_graph.distances import dijkstra_rows  # noqa: E402
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.geodesics.landmarks import ESTIMATES, Landmarks, select_landmarks  # noqa: E402
 from lsg_graph.graph.latent_graph import LatentGraph, build_latent_graph  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.model import VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import encode_codes  # noqa: E402
 
 N_CLUSTERS = 10
 
@@ -63,21 +63,21 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def synthetic_codes(seed: int, quick: bool) -> tuple[Any, Any]:
-    """(metric, sampler): the default VAE's pullback metric and a function n -> codes (n, 2) from a GMM of its codes."""
+def synthetic_codes(seed: int, quick: bool) -> tuple[Any, Any, float]:
+    """(metric, sampler, train seconds): the default model's pullback metric, a function n -> codes (n, 2) from a GMM
+    of its codes, and the seconds its training took when it was cached."""
     from sklearn.mixture import GaussianMixture
 
-    images = load_digits().images
-    config = VAEConfig(input_dim=images.shape[1], seed=seed, **({"epochs": 20, "rbf_epochs": 5} if quick else {}))
-    vae, _ = train_vae(images, config, progress=False)
-    codes = encode_codes(vae, images)
+    model = trained("digits", seed, **({"epochs": 20, "rbf_epochs": 5} if quick else {}))
+    vae = model.vae()
+    codes = encode_codes(vae, model.dataset().images)
     mixture = GaussianMixture(10, covariance_type="full", random_state=seed).fit(codes)
 
     def sample(n: int) -> np.ndarray:
         mixture.set_params(random_state=seed + n)
         return mixture.sample(n)[0].astype(np.float64)
 
-    return PullbackMetric(vae.decoder("rbf")), sample
+    return PullbackMetric(vae.decoder("rbf")), sample, model.train_seconds
 
 
 def build(metric: PullbackMetric, codes: np.ndarray, k: int, n_nodes: int = 8) -> tuple[LatentGraph, float]:
@@ -201,12 +201,12 @@ def main() -> None:
     sizes = [int(value) for value in args.landmarks.split(",") if value]
     kmeans_sizes = [int(value) for value in args.kmeans_n.split(",") if value]
     torch.manual_seed(args.seed)
-    print(f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, load {load_average()}")
+    info = machine()
+    print(machine_line(info))
 
     started = time.perf_counter()
-    metric, sample = synthetic_codes(args.seed, args.quick)
-    train_s = time.perf_counter() - started
-    print(f"trained in {train_s:.1f} s")
+    metric, sample, train_s = synthetic_codes(args.seed, args.quick)
+    print(f"model trained in {train_s:.1f} s (benchmarks/_models.py cache; loaded in {time.perf_counter() - started:.1f} s)")
     errors, timings, build_s = [], {}, None
     if args.pairs > 0:
         graph, build_s = build(metric, sample(args.n), args.k)
@@ -217,9 +217,9 @@ def main() -> None:
 
     clusters = []
     if args.kmeans_edges == "euclidean":
-        from lsg_graph.distances import EuclideanDecoder
+        from lsg_graph.manifolds import LinearDecoder
 
-        metric = PullbackMetric(EuclideanDecoder(2))
+        metric = PullbackMetric(LinearDecoder.identity(2))
     for n in kmeans_sizes:
         kgraph, kbuild_s = build(metric, sample(n), args.k, 1 if args.kmeans_edges == "euclidean" else 8)
         print(f"k-means graph N = {n}: {kgraph.n_edges} edges, built in {kbuild_s:.1f} s ({args.kmeans_edges} edges)")
@@ -244,8 +244,8 @@ def main() -> None:
         )
     )
     payload = {
-        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "load_end": load_average(), "args": vars(args), "train_s": train_s, "build_s": build_s,
+        "python": info["python"], "torch": info["torch"], "threads": torch.get_num_threads(),
+        "load_end": load_average(), "machine": finish(info), "args": vars(args), "train_s": train_s, "build_s": build_s,
         "timings": timings, "errors": errors, "kmeans": clusters,
     }
     name = args.out or ("landmarks_quick" if args.quick else "landmarks")

@@ -3,10 +3,12 @@
 Usage:  .venv/bin/python benchmarks/scale.py [--sizes 1000,10000,70000] [--conv-sizes 1000,10000]
                                              [--device auto|cpu|cuda] [--quick] [--seed S]
 
-Models (trained once per run on the embedded digits, seed S):
-  * "mlp": the default VAEConfig (latent 2, tanh MLP 2-128-256-64, RBF precision decoder) on the 8x8 digits.
-  * "conv": the convolutional VAE (architecture="conv") on the digits upsampled to 28x28 (MNIST-sized inputs,
-    D = 784), trained briefly: this benchmark measures speed, not model quality.
+Models (benchmarks/_models.py: trained once by `train_run` with seed S on its 80/20 split, cached):
+  * "mlp": the default model `trained("digits")` (VAEConfig defaults: latent 2, tanh MLP 2-128-256-64, RBF
+    precision decoder) on the 8x8 digits; --quick: 20 epochs, 5 RBF epochs.
+  * "conv": the convolutional VAE `trained("digits28", architecture="conv")` on the digits upsampled to 28x28
+    (MNIST-sized inputs, D = 784), trained briefly (15 epochs, 5 RBF epochs; --quick 3 and 2): this benchmark
+    measures speed, not model quality.
 Inputs for N codes: N training images drawn with replacement plus pixel noise (std 0.05, clipped to [0, 1]).
 
 For each model and N, `lsg_graph.pipeline`'s build path is run stage by stage exactly as `build_run` does it:
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -45,15 +46,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import best_of, sync, table, write_json  # noqa: E402
+from _common import best_of, finish, machine, sync, table, write_json  # noqa: E402
+from _models import CachedModel, trained  # noqa: E402
 
 from lsg_graph._validation import resolve_device  # noqa: E402
-from lsg_graph.data import load_digits  # noqa: E402
+from lsg_graph.data import load_dataset  # noqa: E402
 from lsg_graph.errors import DisconnectedGraphWarning  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
 from lsg_graph.graph.weights import default_points_per_chunk, gauss_legendre  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
-from lsg_graph.model import VAE, VAEConfig, encode_codes, train_vae  # noqa: E402
+from lsg_graph.model import VAE, encode_codes  # noqa: E402
 
 K = 10
 T_NODES = 8
@@ -115,30 +117,12 @@ def stage(sampler: PeakSampler, record: dict[str, Any], name: str, device: torch
 # ------------------------------------------------------------------------------------------------- models, data
 
 
-def digits_images(image_side: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The digits (1797, side^2) float32 in [0, 1], upsampled (bilinear) from 8x8 when side > 8."""
-    images = load_digits().images
-    if image_side == 8:
-        return images, (8, 8)
-    from scipy.ndimage import zoom
-
-    squares = images.reshape(-1, 8, 8)
-    upsampled = zoom(squares, (1, image_side / 8, image_side / 8), order=1)
-    return np.clip(upsampled, 0.0, 1.0).reshape(len(squares), -1).astype(np.float32), (image_side, image_side)
-
-
-def train_model(name: str, seed: int, quick: bool) -> tuple[VAE, np.ndarray, float]:
-    """The benchmark's model `name` ("mlp" or "conv"), its training images and its training seconds."""
+def cached_model(name: str, seed: int, quick: bool) -> CachedModel:
+    """The benchmark's model `name` ("mlp": the digits, "conv": the digits upsampled to 28 x 28) from the cache."""
     if name == "mlp":
-        images, _ = digits_images(8)
-        config = VAEConfig(input_dim=images.shape[1], seed=seed, **({"epochs": 20, "rbf_epochs": 5} if quick else {}))
-    else:
-        images, shape = digits_images(28)
-        epochs = {"epochs": 3, "rbf_epochs": 2} if quick else {"epochs": 15, "rbf_epochs": 5}
-        config = VAEConfig(input_dim=images.shape[1], architecture="conv", image_shape=shape, seed=seed, **epochs)
-    started = time.perf_counter()
-    vae, _ = train_vae(images, config, progress=False)
-    return vae, images, time.perf_counter() - started
+        return trained("digits", seed, **({"epochs": 20, "rbf_epochs": 5} if quick else {}))
+    epochs = {"epochs": 3, "rbf_epochs": 2} if quick else {"epochs": 15, "rbf_epochs": 5}
+    return trained("digits28", seed, architecture="conv", **epochs)
 
 
 def noisy_inputs(images: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -180,11 +164,13 @@ def build_row(model: str, vae: VAE, inputs: np.ndarray, device: torch.device) ->
     return row, graph, metric
 
 
-def worker(run_dir: str, model: str, n: int, device: str, seed: int, repeats: int) -> tuple[dict, dict | None]:
-    """In a fresh process (clean memory baseline): load the model, build N codes; limits when repeats > 0."""
+def worker(
+    run_dir: str, data: str, model: str, n: int, device: str, seed: int, repeats: int
+) -> tuple[dict, dict | None]:
+    """In a fresh process (clean memory baseline): load the model and its data, build N codes; limits when repeats > 0."""
     torch_device = torch.device(device)
-    vae = VAE.load(run_dir, device=device)
-    images, _ = digits_images(8 if model == "mlp" else 28)
+    vae = VAE.load(run_dir, device=device).eval()
+    images = load_dataset(data).images
     inputs = noisy_inputs(images, n, seed + n)
     row, graph, metric = build_row(model, vae, inputs, torch_device)
     limits = limit_row(model, graph, metric, row["edge_eps"], repeats) if repeats > 0 else None
@@ -312,29 +298,31 @@ def main(argv: list[str] | None = None) -> int:
     elif args.device == "cpu":
         devices = [torch.device("cpu")]
     started = time.perf_counter()
+    machine_info = machine()
     print(
-        f"lsg-graph scale benchmark  python {platform.python_version()} torch {torch.__version__} threads "
-        f"{torch.get_num_threads()} cuda {torch.cuda.is_available()} load {os.getloadavg()}\n"
+        f"lsg-graph scale benchmark  python {machine_info['python']} torch {machine_info['torch']} threads "
+        f"{machine_info['threads']} cuda {torch.cuda.is_available()} load {os.getloadavg()}\n"
     )
     builds, limits, info = [], [], {}
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as models_dir:
-        for model, model_sizes in sizes.items():
-            if not model_sizes:
-                continue
-            vae, images, train_seconds = train_model(model, args.seed, args.quick)
-            info[model] = {"train_s": train_seconds, "input_dim": images.shape[1]}
-            print(f"{model}: trained in {train_seconds:.1f}s (D = {images.shape[1]}); load {os.getloadavg()}")
-            run_dir = Path(models_dir) / model
-            vae.save(run_dir)
-            for device in devices:
-                for n in model_sizes:
-                    repeats = args.repeats if n == max(model_sizes) else 0
-                    with context.Pool(1) as pool:
-                        row, limit = pool.apply(worker, (str(run_dir), model, n, device.type, args.seed, repeats))
-                    builds.append(row)
-                    limits += [limit] if limit else []
-                    print(f"  {device.type} N={n}: {row['total_s']:.1f}s ({row['edge_eps']:.0f} edges/s)", flush=True)
+    for model, model_sizes in sizes.items():
+        if not model_sizes:
+            continue
+        cached = cached_model(model, args.seed, args.quick)
+        input_dim = cached.dataset().n_features
+        info[model] = {"train_s": cached.train_seconds, "input_dim": input_dim}
+        print(f"{model}: trained in {cached.train_seconds:.1f}s (D = {input_dim}; benchmarks/_models.py cache); "
+              f"load {os.getloadavg()}")
+        for device in devices:
+            for n in model_sizes:
+                repeats = args.repeats if n == max(model_sizes) else 0
+                with context.Pool(1) as pool:
+                    row, limit = pool.apply(
+                        worker, (str(cached.folder), cached.data, model, n, device.type, args.seed, repeats)
+                    )
+                builds.append(row)
+                limits += [limit] if limit else []
+                print(f"  {device.type} N={n}: {row['total_s']:.1f}s ({row['edge_eps']:.0f} edges/s)", flush=True)
     print()
     print(table(f"Build stages (k={K}, T={T_NODES}): seconds and peak resident MB above each stage's start", BUILD_COLUMNS, builds))
     print()
@@ -350,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     path = write_json(
         args.out or ("scale_quick" if args.quick else "scale"),
         {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            "python": machine_info["python"],
+            "torch": machine_info["torch"],
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -360,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "limits": limits,
             "load_end": os.getloadavg(),
             "total_seconds": total,
+            "machine": finish(machine_info),
         },
     )
     print(f"\n({total:.0f}s; load {os.getloadavg()}; wrote {path})")

@@ -80,8 +80,8 @@ def test_public_api_has_numpydoc_sections() -> None:
     assert set(missing) <= NUMPYDOC_PENDING, sorted(set(missing) - NUMPYDOC_PENDING)
 
 
-# Benchmarks not yet on the shared model cache (another session is editing them).
-BENCHMARKS_PENDING = {"landmarks.py", "scale.py", "distributed.py"}
+# Benchmarks not yet on the shared model cache (none left).
+BENCHMARKS_PENDING: set[str] = set()
 
 
 def test_benchmarks_get_their_models_from_one_place() -> None:
