@@ -588,7 +588,6 @@ def run_lock(run_dir: str | os.PathLike[str], *, _anonymous: bool = False) -> It
     UNNAMED_HOLDER_WAIT_S. The pid is cleared on release.
     Taking the lock first rolls forward an update a killed writer had committed but not finished.
     """
-    import fcntl
 
     run_dir = Path(run_dir)
     key = _key(run_dir)

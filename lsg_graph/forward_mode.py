@@ -246,9 +246,7 @@ def jacobian_blocks(z: Tensor) -> Tensor:
 
 def input_blocks(z: Tensor, v: Tensor) -> tuple[Tensor, int]:
     """Blocks (d + 3, n, d) for inputs z, v (n, d): [z; e_1 .. e_d; v; 0], and the index of the v block."""
-    n, d = z.shape
-    identity = torch.eye(d, dtype=z.dtype, device=z.device).unsqueeze(1).expand(d, n, d)
-    return torch.cat([z.unsqueeze(0), identity, v.unsqueeze(0), torch.zeros_like(z).unsqueeze(0)]), d + 1
+    return torch.cat([jacobian_blocks(z), v.unsqueeze(0), torch.zeros_like(z).unsqueeze(0)]), z.shape[1] + 1
 
 
 def module_second_order(module: nn.Module, z: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
