@@ -1,7 +1,8 @@
 """Fast batched refinement: the old default (shooting), the new default (auto) and a careful reference, side by side.
 
 Usage:  python benchmarks/refine_fast.py [--cases surfaces,digits,mnist8,mnist16,mnist32,mnist64] [--pairs P]
-                                        [--surface-pairs S] [--old-pairs O] [--careful-pairs C] [--float32] [--device cuda]
+                                        [--surface-pairs S] [--old-pairs O] [--careful-pairs C] [--previous-pairs R]
+                                        [--float32] [--device cuda]
 
 Cases (one process, one CPU thread for refinement, as lsg_graph.geodesics does itself):
 
@@ -50,6 +51,7 @@ from lsg_graph.manifolds import CAP_RADIUS, U_RANGE, V_RANGE, DevelopableSurface
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 
 CAREFUL = RefineOptions(gn_segments=128, gn_max_segments=256, gn_rtol=1e-5, gn_tol=1e-10, gn_iter=400)
+PREVIOUS = RefineOptions(gn_memory=0, gn_float32_jacobians=False)  # the previous default: plain steps, float64 J
 SAMPLES = 1000
 WITHIN = 1e-3
 
@@ -127,7 +129,8 @@ MNIST_TRAINING = {"epochs": 60, "rbf_epochs": 20}  # fewer epochs than the defau
 
 
 def vae_case(
-    name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool, device: str = "cpu"
+    name: str, n_pairs: int, old_pairs: int, careful_pairs: int, float32: bool, device: str = "cpu",
+    previous_pairs: int = 0,
 ) -> list[dict[str, Any]]:
     """Rows for one cached VAE model: old, new and careful on random pairs."""
     model = trained(name) if name == "digits" else trained(name, **MNIST_TRAINING)
@@ -143,6 +146,10 @@ def vae_case(
     new, seconds, n_warnings = run(metric, graph, pairs, "auto")
     rows.append(summary(name, "new", new, seconds, n_warnings, careful))
     print(f"  {name} new: {seconds:.1f} s", flush=True)
+    if previous_pairs > 0:
+        earlier, seconds, n_warnings = run(metric, graph, pairs[:previous_pairs], "auto", PREVIOUS)
+        rows.append(summary(name, "previous", earlier, seconds, n_warnings, careful))
+        print(f"  {name} previous: {seconds:.1f} s", flush=True)
     if old_pairs > 0:
         old, seconds, n_warnings = run(metric, graph, pairs[:old_pairs], "shooting")
         rows.append(summary(name, "old", old, seconds, n_warnings, careful))
@@ -174,6 +181,8 @@ def main() -> None:
     parser.add_argument("--surface-pairs", type=int, default=50)
     parser.add_argument("--old-pairs", type=int, default=20)
     parser.add_argument("--careful-pairs", type=int, default=None)
+    parser.add_argument("--previous-pairs", type=int, default=0,
+                        help="pairs for the previous default (auto without the Anderson extrapolation)")
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--device", default="cpu", help="device of the VAE decoders (cpu, cuda)")
     parser.add_argument("--out", default="refine_fast")
@@ -187,7 +196,9 @@ def main() -> None:
             payload["surfaces"] = surfaces(args.surface_pairs)
         else:
             careful_pairs = args.careful_pairs if args.careful_pairs is not None else args.pairs
-            payload["vae"] += vae_case(case, args.pairs, args.old_pairs, careful_pairs, args.float32, args.device)
+            payload["vae"] += vae_case(
+                case, args.pairs, args.old_pairs, careful_pairs, args.float32, args.device, args.previous_pairs
+            )
     finish(payload["machine"])
     if payload["surfaces"]:
         print(table("Analytic surfaces: relative error against the exact distance", SURFACE_COLUMNS,

@@ -112,9 +112,18 @@ FLAG_NAMES = {
     "ridge": "--ridge",
     "energy_iter": "--energy-iter",
     "tol": "--tol",
+    "gn_iter": "--gn-iter",
+    "gn_tol": "--gn-tol",
+    "gn_segments": "--gn-segments",
+    "gn_max_segments": "--gn-max-segments",
     "'k'": "--k",
     "'candidates'": "--candidates",
 }
+
+
+def _refine_options(**values: Any) -> dict[str, Any]:
+    """The RefineOptions fields a command was given (None: the library's default)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def command_flags(command: Callable[..., Any]) -> set[str]:
@@ -444,6 +453,10 @@ def geodesic(
     ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
     tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
+    gn_iter: int | None = typer.Option(None, "--gn-iter", help="Gauss-Newton steps per level (default of the library)."),
+    gn_tol: float | None = typer.Option(None, "--gn-tol", help="Gauss-Newton relative decrement tolerance (default of the library)."),
+    gn_segments: int | None = typer.Option(None, "--gn-segments", help="Segments of the first Gauss-Newton level (default of the library)."),
+    gn_max_segments: int | None = typer.Option(None, "--gn-max-segments", help="Most segments of the Gauss-Newton levels (default of the library)."),
     out: Path | None = typer.Option(None, help="Write the curve's latent points to this .csv or .npy file."),
     points: int | None = typer.Option(
         None, "--points", help="Rows of the --out curve: N points at equal steps of the curve's parameter, sampled from "
@@ -465,9 +478,10 @@ def geodesic(
 
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
-    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
-                                               ("ridge", ridge), ("energy_iter", energy_iter), ("tol", tol))
-               if value is not None}
+    options = _refine_options(
+        max_iter=max_iter, n_steps=steps, n_segments=segments, ridge=ridge, energy_iter=energy_iter, tol=tol,
+        gn_iter=gn_iter, gn_tol=gn_tol, gn_segments=gn_segments, gn_max_segments=gn_max_segments,
+    )
     summary = geodesic_run(run, parse_point(source), parse_point(target), refine=refine, out=out, device=device,
                            user=user, progress=show, refine_options=options, points=points, strip=strip)
     path, refined = summary.path, summary.refined
@@ -626,6 +640,10 @@ def plot(
     ridge: float | None = typer.Option(None, "--ridge", help="Relative ridge added to M where it is near singular (default of the library)."),
     energy_iter: int | None = typer.Option(None, "--energy-iter", help="L-BFGS iterations of the energy method and fallback (default of the library)."),
     tol: float | None = typer.Option(None, "--tol", help="Relative tolerance of shooting and of the energy method (default of the library)."),
+    gn_iter: int | None = typer.Option(None, "--gn-iter", help="Gauss-Newton steps per level (default of the library)."),
+    gn_tol: float | None = typer.Option(None, "--gn-tol", help="Gauss-Newton relative decrement tolerance (default of the library)."),
+    gn_segments: int | None = typer.Option(None, "--gn-segments", help="Segments of the first Gauss-Newton level (default of the library)."),
+    gn_max_segments: int | None = typer.Option(None, "--gn-max-segments", help="Most segments of the Gauss-Newton levels (default of the library)."),
     seed: int = typer.Option(DEFAULT_SEED, help="Seed of the pair choice."),
     out: Path | None = typer.Option(None, help="Figure file (default RUN/magnification.FORMAT)."),
     fmt: str = choice_option(registry.FIGURE_FORMATS[0], registry.FIGURE_FORMATS, "--format", help="Figure format."),
@@ -648,9 +666,10 @@ def plot(
     show = _setup(threads, quiet)
     user = _user(decoder, codes, labels)
     chosen = parse_pairs(pairs)
-    options = {name: value for name, value in (("max_iter", max_iter), ("n_steps", steps), ("n_segments", segments),
-                                               ("ridge", ridge), ("energy_iter", energy_iter), ("tol", tol))
-               if value is not None}
+    options = _refine_options(
+        max_iter=max_iter, n_steps=steps, n_segments=segments, ridge=ridge, energy_iter=energy_iter, tol=tol,
+        gn_iter=gn_iter, gn_tol=gn_tol, gn_segments=gn_segments, gn_max_segments=gn_max_segments,
+    )
     summary = plot_run(
         run, chosen if not isinstance(chosen, int) and chosen != "auto" else None,
         n_pairs=n_auto if chosen == "auto" else chosen, auto=chosen == "auto", refine=refine, seed=seed, out=out,

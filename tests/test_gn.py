@@ -108,3 +108,94 @@ def test_chunked_solve_equals_one_call(monkeypatch) -> None:
     chunked = gn.solve_in_chunks(metric, start, tol=1e-12, max_iter=50)
     torch.testing.assert_close(chunked.curves, whole.curves, rtol=0, atol=1e-12)
     assert torch.equal(chunked.n_iter, whole.n_iter) and torch.equal(chunked.converged, whole.converged)
+
+
+def test_anderson_extrapolation_solves_a_linear_fixed_point_iteration() -> None:
+    """For x -> A x + c (steps s = (A - I) x + c), type-II Anderson with memory >= dim(x) lands on the fixed point
+    (I - A)^-1 c exactly, whatever the points; with less memory it still beats the plain step."""
+    from lsg_graph.geodesics.gn import _History
+
+    rng = np.random.default_rng(3)
+    width = 3
+    a = np.diag([0.9, 0.5, -0.3]) @ np.eye(width)
+    c = rng.normal(size=width)
+    fixed = np.linalg.solve(np.eye(width) - a, c)
+    history = _History(1, width + 1, width, torch.zeros(1, dtype=torch.float64))
+    x = rng.normal(size=width)
+    for _ in range(width + 1):
+        history.moved[:] = True
+        step = (a - np.eye(width)) @ x + c
+        history.record(torch.tensor([0]), torch.as_tensor(x[None]), torch.as_tensor(step[None]))
+        x = x + step
+    np.testing.assert_allclose(history.extrapolate(torch.tensor([0]))[0].numpy(), fixed, atol=1e-8)
+    short = _History(1, 2, width, torch.zeros(1, dtype=torch.float64))
+    for point in (rng.normal(size=width), rng.normal(size=width)):
+        short.moved[:] = True
+        short.record(torch.tensor([0]), torch.as_tensor(point[None]), torch.as_tensor(((a - np.eye(width)) @ point + c)[None]))
+    plain = point + (a - np.eye(width)) @ point + c
+    extrapolated = short.extrapolate(torch.tensor([0]))[0].numpy()
+    assert np.linalg.norm(extrapolated - fixed) < np.linalg.norm(plain - fixed)
+
+
+def test_history_replaces_the_last_entry_until_the_point_moves() -> None:
+    """A rejected trial (the point did not move) overwrites the last step; a full history drops its oldest."""
+    from lsg_graph.geodesics.gn import _History
+
+    history = _History(2, 2, 1, torch.zeros(1, dtype=torch.float64))
+    rows = torch.tensor([0, 1])
+    record = lambda x, s: history.record(rows, torch.tensor([[x], [x]], dtype=torch.float64), torch.tensor([[s], [s]], dtype=torch.float64))  # noqa: E731
+    history.moved[:] = True
+    record(1.0, 0.5)
+    record(1.0, 0.25)  # same point, other damping
+    assert history.count.tolist() == [1, 1] and history.steps[0, 0, 0] == 0.25
+    for x in (2.0, 3.0):
+        history.moved[:] = True
+        record(x, x / 10)
+    assert history.count.tolist() == [2, 2] and history.points[0, :, 0].tolist() == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("memory", [0, 3])
+def test_anderson_memory_reaches_the_same_discrete_geodesic_with_fewer_jacobians(memory: int) -> None:
+    """On the sphere chart both variants converge to the same nodes (the minimiser does not depend on the steps);
+    the extrapolation needs fewer Jacobian evaluations in total (counted, not timed)."""
+    sphere = SphereChart()
+    metric = PullbackMetric(sphere)
+    a, b = sphere.sample(12, seed=4), sphere.sample(12, seed=5)
+    start = straight(a, b, 33, bend=0.3)
+    plain = levenberg_marquardt(metric, start, tol=1e-13, max_iter=200, memory=0)
+    state = levenberg_marquardt(metric, start, tol=1e-13, max_iter=200, memory=memory)
+    assert bool(state.converged.all())
+    np.testing.assert_allclose(state.energy.numpy(), plain.energy.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(state.curves.numpy(), plain.curves.numpy(), atol=1e-5)
+    if memory:
+        assert int(state.n_jacobians.sum()) < int(plain.n_jacobians.sum())
+
+
+def test_float32_jacobians_of_a_float64_vae_reach_the_same_discrete_geodesic(tiny_vae, digits) -> None:
+    """A float64 VAE decoder: Jacobians from the float32 copy are float32 and within float32 rounding of the float64
+    ones; Levenberg-Marquardt with them follows the float64 solver to the same discrete geodesics (values and the
+    products of the normal equations stay float64). Decoders without the fused pass keep their own dtype."""
+    import copy
+
+    from lsg_graph.geodesics.gn import _Decoded
+    from lsg_graph.model import encode_codes
+
+    decoder = copy.deepcopy(tiny_vae.decoder("rbf")).double()
+    metric = PullbackMetric(decoder)
+    codes = torch.as_tensor(encode_codes(tiny_vae, digits[:40]), dtype=torch.float64)
+    fast, exact = _Decoded(metric, float32_jacobians=True), _Decoded(metric)
+    assert fast.jacobian_dtype == torch.float32 and exact.jacobian_dtype == torch.float64
+    got, want = fast.jacobians(codes), exact.jacobians(codes)
+    assert got.dtype == torch.float32
+    assert float((got.double() - want).norm() / want.norm()) < 1e-5
+    assert _Decoded(PullbackMetric(SphereChart()), float32_jacobians=True).jacobian_dtype == torch.float64
+
+    start = straight(codes[:8].numpy(), codes[8:16].numpy(), 17, bend=0.1)
+    mixed = levenberg_marquardt(metric, start, tol=1e-5, max_iter=100, float32_jacobians=True)
+    full = levenberg_marquardt(metric, start, tol=1e-5, max_iter=100)  # the same steps with float64 Jacobians
+    assert bool(mixed.converged.all()) and bool(full.converged.all())
+    assert mixed.curves.dtype == torch.float64
+    np.testing.assert_allclose(mixed.energy.numpy(), full.energy.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(mixed.curves.numpy(), full.curves.numpy(), atol=1e-3)
+    tight = levenberg_marquardt(metric, start, tol=1e-9, max_iter=30, float32_jacobians=True)  # below float32's floor
+    assert torch.equal(tight.curves, levenberg_marquardt(metric, start, tol=1e-9, max_iter=30).curves)

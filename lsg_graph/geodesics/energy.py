@@ -150,7 +150,10 @@ def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options:
     best: list[_Candidate | None] = [None] * len(problems)
     spent = np.zeros(len(problems), dtype=np.int64)
     while True:
-        state = solve_in_chunks(metric, curves, options.gn_tol, options.gn_iter, options.ridge)
+        state = solve_in_chunks(
+            metric, curves, options.gn_tol, options.gn_iter, options.ridge, options.gn_memory,
+            options.gn_float32_jacobians,
+        )
         level = _level_candidates(metric, state, options, count)
         going = []
         for row, candidate in zip(rows, level):

@@ -18,6 +18,11 @@ lambda (H_kk + lambda s_k I, s_k = trace(H_kk) / d), a trial step is accepted wh
 lambda follows Nielsen's rule. Jacobians are computed at accepted points only (forward mode, the decoder's fused
 pass when it has one); a trial costs one decoder evaluation per node.
 
+Gauss-Newton converges linearly here (the energy has large residuals: the chords), so each iteration also tries an
+Anderson extrapolation (type II, `memory` last accepted points x_j and their steps s_j): x + s - (dX + dS) gamma
+with gamma the least-squares fit of s by the differences dS. It costs one more decoder evaluation per node and is
+taken when it lowers the energy more than the plain step does.
+
 Convergence (per pair): the Gauss-Newton decrement, the energy decrease the undamped model predicts for a full step,
 delta^2 = -b^T dz with H dz = -b, is at most `tol` times sum_i ||r_i||^2 (E / N). As H is positive definite,
 delta = 0 exactly where the discrete geodesic equation holds, and delta^2 / E bounds the relative energy (and so,
@@ -27,12 +32,13 @@ ROUNDING_FLOOR machine epsilons of the working dtype.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lsg_graph.errors import DecoderError
 from lsg_graph.metric import PullbackMetric, _decoder_failures
@@ -43,6 +49,7 @@ INITIAL_DAMPING = 1e-4  # lambda at the start, relative to each node's scale
 MAX_DAMPING = 1e10  # a pair whose lambda exceeds this stalled (no step lowers its energy)
 JACOBIAN_ELEMENTS = 1 << 24  # output elements of one Jacobian chunk (nodes x (d + 4) x P), bounds memory
 VALUE_ROWS = 1 << 14  # decoder rows of one value chunk
+ANDERSON_RIDGE = 1e-10  # relative ridge of its least-squares problem
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,13 @@ def _guarded(fn: Callable[[Tensor], Tensor], z: Tensor, row: tuple[int, ...]) ->
 
 
 class _Decoded:
-    """Values g(z) (m, P) and Jacobians J_g(z) (m, P, d) of the stacked decoder, chunked, NaN where not finite."""
+    """Values g(z) (m, P) and Jacobians J_g(z) (m, P, d) of the stacked decoder, chunked, NaN where not finite.
 
-    def __init__(self, metric: PullbackMetric) -> None:
+    With float32_jacobians, a float64 decoder module that has the fused pass gets its Jacobians from a float32 copy
+    (`jacobian_dtype` says which dtype they come in); values stay in the decoder's dtype.
+    """
+
+    def __init__(self, metric: PullbackMetric, float32_jacobians: bool = False) -> None:
         """Bind to a metric; the output width P is probed once."""
         self.metric = metric
         self.d = metric.latent_dim
@@ -84,6 +95,10 @@ class _Decoded:
             device, dtype = metric.device or torch.device("cpu"), metric.dtype or torch.float64
             self.width = metric._g(torch.zeros(1, self.d, device=device, dtype=dtype)).shape[1]
         self.fused = getattr(metric.decoder, "fused_jacobian_rows", None)
+        self.jacobian_dtype = dtype
+        if float32_jacobians and self.fused is not None and dtype == torch.float64 and isinstance(metric.decoder, nn.Module):
+            self.fused = copy.deepcopy(metric.decoder).float().fused_jacobian_rows
+            self.jacobian_dtype = torch.float32
 
     def values(self, z: Tensor) -> Tensor:
         """g(z) (m, P)."""
@@ -108,7 +123,7 @@ class _Decoded:
         """J_g(z)^T for one chunk; DecoderError where the decoder raises."""
         if self.fused is not None:
             with _decoder_failures("the Jacobian (the decoder's fused_jacobian_rows)"):
-                return self.fused(z)
+                return self.fused(z.to(self.jacobian_dtype))
         return self.metric._jacobian(z).transpose(1, 2).contiguous()
 
 
@@ -203,14 +218,15 @@ def _normal_equations(decoded: _Decoded, curves: Tensor, values: Tensor) -> tupl
     gradient = curves.new_empty(m, k, d)
     for begin in range(0, m, per_chunk):
         rows = slice(begin, min(m, begin + per_chunk))
-        flat = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d))  # J_k^T of all interior nodes (count, d, P)
+        flat = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d)).to(curves.dtype)  # J_k^T of the nodes (count, d, P)
         transposed = flat.reshape(-1, k, d, width)
         residual = values[rows, 1:] - values[rows, :-1]
         diagonal[rows] = 2.0 * (transposed @ transposed.transpose(2, 3))
         if k > 1:  # J_k^T J_{k+1} over the flat node sequence (contiguous operands; the products across pairs dropped)
             coupled = torch.bmm(flat[:-1], flat[1:].transpose(1, 2))
             upper[rows] = -torch.cat([coupled, coupled.new_zeros(1, d, d)]).reshape(-1, k, d, d)[:, :-1]
-        gradient[rows] = (transposed @ (residual[:, :-1] - residual[:, 1:]).unsqueeze(-1)).squeeze(-1)
+        weights = residual[:, :-1] - residual[:, 1:]  # 2 g_k - g_{k-1} - g_{k+1}
+        gradient[rows] = (transposed @ weights.unsqueeze(-1)).squeeze(-1)
     finite = torch.isfinite(diagonal).all(dim=(1, 2, 3)) & torch.isfinite(gradient).all(dim=(1, 2))
     return diagonal, upper, gradient, finite
 
@@ -225,18 +241,24 @@ def _damped(diagonal: Tensor, damping: Tensor, ridge: float) -> Tensor:
 
 
 def levenberg_marquardt(
-    metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8
+    metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8,
+    memory: int = 0, float32_jacobians: bool = False,
 ) -> EnergyState:
     """Minimise the output-space discrete energy of curves (n, N + 1, d) (N >= 2) over their interior nodes.
 
     End nodes stay fixed. Each pair stops when converged (module docstring), failed (non-finite decoder values at
     its start nodes, or lambda above MAX_DAMPING: no step lowers its energy) or after max_iter trial steps.
+    `memory` is the Anderson extrapolation's history (0: plain Levenberg-Marquardt steps); float32_jacobians takes
+    the Jacobians of a float64 VAE decoder from a float32 copy (`_Decoded`): the products J^T J, J_k^T J_{k+1} and
+    J^T r are still formed in float64 (an exact Gram matrix of the rounded Jacobians, so no float32 ridge); a tol
+    below ROUNDING_FLOOR float32 epsilons (7.6e-6) keeps the float64 Jacobians it needs.
     """
-    decoded = _Decoded(metric)
+    float32_jacobians = float32_jacobians and float(tol) >= ROUNDING_FLOOR * torch.finfo(torch.float32).eps
+    decoded = _Decoded(metric, float32_jacobians)
     curves = curves.detach().clone()
     n, count, d = curves.shape
     device, dtype = curves.device, curves.dtype
-    threshold = max(float(tol), ROUNDING_FLOOR * torch.finfo(dtype).eps)
+    threshold = max(float(tol), ROUNDING_FLOOR * torch.finfo(decoded.jacobian_dtype).eps)
     ridge = max(float(ridge), RIDGE_FLOOR * torch.finfo(dtype).eps)  # float32 Cholesky of a rank-deficient J^T J
     values = decoded.values(curves.reshape(-1, d)).reshape(n, count, -1)
     energy = _energies(values)
@@ -252,6 +274,7 @@ def levenberg_marquardt(
     gradient = curves.new_zeros(n, k, d)
     stale = ~failed
     n_jacobians = torch.zeros(n, dtype=torch.long, device=device)
+    history = _History(n, memory + 1 if memory > 0 else 0, k * d, curves)
     while True:
         rows = (stale & ~converged & ~failed).nonzero()[:, 0]
         if len(rows):
@@ -263,6 +286,7 @@ def levenberg_marquardt(
             converged[rows] |= ok & (decrement[rows] <= threshold) & ~failed[rows]
             stale[rows] = False
             n_jacobians[rows] += 1
+            history.moved[rows] = True
         rows = (~converged & ~failed & (n_iter < max_iter)).nonzero()[:, 0]
         if len(rows) == 0:
             break
@@ -273,6 +297,9 @@ def levenberg_marquardt(
         trial_values = values[rows].clone()
         trial_values[:, 1:-1] = decoded.values(trial[:, 1:-1].reshape(-1, d)).reshape(len(rows), k, -1)
         trial_energy = _energies(trial_values)
+        if history.size:
+            history.record(rows, curves[rows, 1:-1], step)
+            _try_extrapolation(decoded, history, rows, ok, trial, trial_values, trial_energy)
         predicted = -(g * step).sum(dim=(1, 2))  # >= 0 for the damped (positive definite) system
         gain = (energy[rows] - trial_energy) / torch.where(predicted > 0, predicted, torch.ones_like(predicted))
         accept = ok & torch.isfinite(trial_energy) & (trial_energy < energy[rows])
@@ -287,6 +314,69 @@ def levenberg_marquardt(
         growth[rejected] *= 2.0
         failed[rejected[damping[rejected] > MAX_DAMPING]] = True
     return EnergyState(curves, decrement, converged, failed, n_iter, energy * (count - 1), n_jacobians)
+
+
+class _History:
+    """Per pair, the last `size` accepted points x_j and their steps s_j (flattened, oldest first) of the Anderson
+    extrapolation; `moved` marks pairs whose current point is not recorded yet."""
+
+    def __init__(self, n: int, size: int, width: int, like: Tensor) -> None:
+        """Empty histories of n pairs (size 0: extrapolation off)."""
+        self.size = size
+        self.points = like.new_zeros(n, size, width)
+        self.steps = like.new_zeros(n, size, width)
+        self.count = torch.zeros(n, dtype=torch.long, device=like.device)
+        self.moved = torch.zeros(n, dtype=torch.bool, device=like.device)
+
+    def record(self, rows: Tensor, points: Tensor, steps: Tensor) -> None:
+        """Record the current points (m, K, d) and steps of pairs `rows`: appended after a move (the oldest dropped
+        when full), else replacing the last entry (the same point, a step with other damping)."""
+        full = rows[self.moved[rows] & (self.count[rows] == self.size)]
+        self.points[full] = self.points[full].roll(-1, dims=1)
+        self.steps[full] = self.steps[full].roll(-1, dims=1)
+        self.count[full] -= 1
+        self.count[rows] += self.moved[rows].long()
+        self.moved[rows] = False
+        last = self.count[rows] - 1
+        self.points[rows, last] = points.reshape(len(rows), -1)
+        self.steps[rows, last] = steps.reshape(len(rows), -1)
+
+    def extrapolate(self, rows: Tensor) -> Tensor:
+        """Anderson (type II) points x + s - (dX + dS) gamma (m, width) of pairs `rows` with at least two entries,
+        gamma = argmin ||s - dS gamma|| (ridge ANDERSON_RIDGE); the last entry is (x, s)."""
+        count = self.count[rows]
+        points, steps = self.points[rows], self.steps[rows]
+        valid = (torch.arange(self.size - 1, device=rows.device) < (count - 1)[:, None]).to(points.dtype)[..., None]
+        d_points = (points[:, 1:] - points[:, :-1]) * valid  # (m, size - 1, width), 0 beyond each history
+        d_steps = (steps[:, 1:] - steps[:, :-1]) * valid
+        index = torch.arange(len(rows), device=rows.device)
+        x, s = points[index, count - 1], steps[index, count - 1]
+        gram = d_steps @ d_steps.transpose(1, 2)
+        scale = torch.diagonal(gram, dim1=1, dim2=2).sum(-1).clamp_min(torch.finfo(gram.dtype).tiny)
+        eye = torch.eye(self.size - 1, dtype=gram.dtype, device=gram.device)
+        gamma = torch.linalg.solve(gram + (ANDERSON_RIDGE * scale)[:, None, None] * eye, d_steps @ s.unsqueeze(-1))
+        return x + s - ((d_points + d_steps).transpose(1, 2) @ gamma).squeeze(-1)
+
+
+def _try_extrapolation(
+    decoded: _Decoded, history: _History, rows: Tensor, ok: Tensor, trial: Tensor, trial_values: Tensor,
+    trial_energy: Tensor,
+) -> None:
+    """Replace the trials (in place) of pairs `rows` by their Anderson extrapolations where those are finite and
+    lower the energy below the plain trial's."""
+    chosen = (ok & (history.count[rows] >= 2)).nonzero()[:, 0]
+    if len(chosen) == 0:
+        return
+    m, count, d = len(chosen), trial.shape[1], trial.shape[2]
+    proposal = trial[chosen].clone()
+    proposal[:, 1:-1] = history.extrapolate(rows[chosen]).reshape(m, count - 2, d)
+    values = trial_values[chosen].clone()
+    values[:, 1:-1] = decoded.values(proposal[:, 1:-1].reshape(-1, d)).reshape(m, count - 2, -1)
+    energy = _energies(values)
+    plain = torch.where(torch.isfinite(trial_energy[chosen]), trial_energy[chosen], torch.inf)
+    better = torch.isfinite(energy) & (energy < plain)
+    taken = chosen[better]
+    trial[taken], trial_values[taken], trial_energy[taken] = proposal[better], values[better], energy[better]
 
 
 def upsample(curves: Tensor, n_segments: int) -> Tensor:
@@ -305,11 +395,17 @@ def upsample(curves: Tensor, n_segments: int) -> Tensor:
 BLOCK_ELEMENTS = 1 << 24  # elements of the d x d blocks held for one levenberg_marquardt call (bounds memory)
 
 
-def solve_in_chunks(metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8) -> EnergyState:
+def solve_in_chunks(
+    metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8,
+    memory: int = 0, float32_jacobians: bool = False,
+) -> EnergyState:
     """levenberg_marquardt on chunks of pairs so that each call holds at most BLOCK_ELEMENTS block elements."""
     n, count, d = curves.shape
     per_chunk = max(1, BLOCK_ELEMENTS // max(1, (count - 2) * d * d))
     if n <= per_chunk:
-        return levenberg_marquardt(metric, curves, tol, max_iter, ridge)
-    parts = [levenberg_marquardt(metric, curves[i : i + per_chunk], tol, max_iter, ridge) for i in range(0, n, per_chunk)]
+        return levenberg_marquardt(metric, curves, tol, max_iter, ridge, memory, float32_jacobians)
+    parts = [
+        levenberg_marquardt(metric, curves[i : i + per_chunk], tol, max_iter, ridge, memory, float32_jacobians)
+        for i in range(0, n, per_chunk)
+    ]
     return EnergyState(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(EnergyState)))

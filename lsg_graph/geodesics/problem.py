@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lsg_graph._validation import check_choice, check_float, check_int, check_positive_int
+from lsg_graph._validation import check_choice, check_float, check_int, check_positive_int, invalid_parameter
 
 DEFAULT_STEPS = 32  # RK4 steps over t in [0, 1], shared among the segments
 DEFAULT_TOL = 1e-8  # shooting: ||residual|| / ||b - a|| (end point, and continuity); energy: relative energy change
@@ -20,6 +20,8 @@ DEFAULT_GN_MAX_SEGMENTS = 128  # ... doubled per level up to this many
 DEFAULT_GN_RTOL = 1e-3  # ... until two levels agree in length to this relative difference
 DEFAULT_GN_TOL = 1e-4  # Gauss-Newton convergence: relative decrement (docs/geodesics.md)
 DEFAULT_GN_ITER = 100  # Levenberg-Marquardt trial steps per level
+DEFAULT_GN_MEMORY = 3  # Anderson extrapolation memory of the Levenberg-Marquardt solver (0: plain steps)
+DEFAULT_GN_FLOAT32_JACOBIANS = True  # Gauss-Newton Jacobians of float64 VAE decoders from a float32 copy
 DEFAULT_POLISH_DIM = 2  # method "auto" polishes Gauss-Newton curves by shooting up to this latent dimension
 FALLBACK_NAMES = ("energy", "none")
 INITIAL_NAMES = ("energy", "graph")
@@ -54,8 +56,16 @@ class RefineOptions:
         relative Gauss-Newton decrement, docs/geodesics.md).
     gn_max_segments, gn_rtol : int, float
         Levels double the segments up to gn_max_segments until two agree in length to gn_rtol (relative).
+    gn_memory : int, default DEFAULT_GN_MEMORY
+        Accepted points the Gauss-Newton solver's Anderson extrapolation combines (0: plain Levenberg-Marquardt
+        steps; docs/geodesics.md).
+    gn_float32_jacobians : bool, default DEFAULT_GN_FLOAT32_JACOBIANS
+        For a float64 VAE decoder (one with the fused Jacobian pass), take the Gauss-Newton Jacobians from a float32
+        copy; decoder values, energies, lengths and the normal equations stay float64. A gn_tol below 64 float32
+        epsilons (7.6e-6) uses float64 Jacobians regardless.
     polish_dim : int, default DEFAULT_POLISH_DIM
-        Method "auto" polishes Gauss-Newton curves by shooting when the latent dimension is at most this (0: never).
+        Method "auto" polishes Gauss-Newton curves by shooting when the latent dimension is at most this and the
+        metric computes in float64 (0: never).
     """
 
     tol: float = DEFAULT_TOL
@@ -72,6 +82,8 @@ class RefineOptions:
     gn_tol: float = DEFAULT_GN_TOL
     gn_max_segments: int = DEFAULT_GN_MAX_SEGMENTS
     gn_rtol: float = DEFAULT_GN_RTOL
+    gn_memory: int = DEFAULT_GN_MEMORY
+    gn_float32_jacobians: bool = DEFAULT_GN_FLOAT32_JACOBIANS
     polish_dim: int = DEFAULT_POLISH_DIM
 
     def __post_init__(self) -> None:
@@ -90,6 +102,10 @@ class RefineOptions:
         object.__setattr__(self, "gn_tol", check_float(self.gn_tol, "gn_tol", minimum=0.0, strict_minimum=True))
         check_int(self.gn_max_segments, "gn_max_segments", minimum=2)
         object.__setattr__(self, "gn_rtol", check_float(self.gn_rtol, "gn_rtol", minimum=0.0))
+        check_int(self.gn_memory, "gn_memory", minimum=0)
+        if not isinstance(self.gn_float32_jacobians, (bool, np.bool_)):
+            raise invalid_parameter("gn_float32_jacobians", "True or False", repr(self.gn_float32_jacobians))
+        object.__setattr__(self, "gn_float32_jacobians", bool(self.gn_float32_jacobians))
         check_int(self.polish_dim, "polish_dim", minimum=0)
 
 

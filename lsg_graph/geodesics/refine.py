@@ -3,8 +3,9 @@
 The strategy and public API. Methods (registry REFINE_METHODS; the measured rationale is in docs/geodesics.md):
 
 * "auto" (default): Levenberg-Marquardt on the output-space discrete energy ("gauss_newton") for every pair; at
-  latent dimension <= polish_dim the curve is then polished by multiple shooting from it (kept when it converges
-  and is no longer); at d <= SHOOTING_FALLBACK_DIM pairs where Gauss-Newton did not converge also go through it.
+  latent dimension <= polish_dim, when the metric computes in float64, the curve is then polished by multiple
+  shooting from it (kept when it converges and is no longer); at d <= SHOOTING_FALLBACK_DIM pairs where
+  Gauss-Newton did not converge also go through it.
 * "gauss_newton": lsg_graph.geodesics.gn from the graph path resampled by metric arc length, or from the straight
   segment where that is shorter.
 * "shooting": multiple (n_segments > 1) or single shooting (lsg_graph.geodesics.shooting) from the graph path
@@ -222,10 +223,11 @@ def _run_gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], opti
 
 def _run_auto(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[list[_Candidate]]:
     """Gauss-Newton for every pair; then multiple shooting (n_segments, n_steps) started from its curve and bounded
-    by its length, for every pair at latent dimension <= polish_dim and, at d <= SHOOTING_FALLBACK_DIM, for pairs
-    where Gauss-Newton did not converge; the caller keeps the shortest converged candidate."""
+    by its length, for every pair at latent dimension <= polish_dim when the metric computes in float64 and, at
+    d <= SHOOTING_FALLBACK_DIM, for pairs where Gauss-Newton did not converge; the caller keeps the shortest
+    converged candidate."""
     tried = _run_gauss_newton(metric, problems, options)
-    polish = metric.latent_dim <= options.polish_dim
+    polish = metric.latent_dim <= options.polish_dim and _working(metric)[1] == torch.float64
     rescue = metric.latent_dim <= SHOOTING_FALLBACK_DIM
     chosen = [i for i, (candidate,) in enumerate(tried) if polish or (rescue and not candidate.converged)]
     chosen = [i for i in chosen if np.isfinite(tried[i][0].length)]
