@@ -78,10 +78,23 @@ def _stalled_writer(run_dir: Path, n: int, ready, name) -> None:  # noqa: ANN001
 
 
 def fork(target, *args: object):  # noqa: ANN001, ANN201
-    """Start `target(*args)` in a forked child (no interpreter start-up: the kill cycle costs milliseconds)."""
-    process = FORK.Process(target=target, args=args, daemon=True)
+    """Start `target(*args)` in a forked child (no interpreter start-up: the kill cycle costs milliseconds).
+
+    The child computes on one thread: a parent that ran torch on several threads (a quiet machine) leaves an
+    OpenMP pool that deadlocks the child's first parallel region.
+    """
+    process = FORK.Process(target=_single_threaded, args=(target, *args), daemon=True)
     process.start()
     return process
+
+
+def _single_threaded(target, *args: object) -> None:  # noqa: ANN001
+    """Child: one torch thread (also for lsg_graph's own thread choice, through OMP_NUM_THREADS), then target."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    target(*args)
 
 
 def sigkill(process) -> None:  # noqa: ANN001
