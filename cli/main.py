@@ -54,7 +54,9 @@ OPTION_NAMES = {
     "n_clusters": "--clusters", "k": "--k", "n_init": "--n-init", "n_nodes": "--nodes", "candidates": "--candidates",
     "n_samples": "--samples", "n_pairs": "--pairs", "walkers": "--walkers", "n_walkers": "--walkers",
     "n_steps": "--steps", "step_size": "--step-size", "latent_dim": "--latent-dim", "epochs": "--epochs",
-    "rbf_epochs": "--rbf-epochs", "seed": "--seed", "start": "--start",
+    "rbf_epochs": "--rbf-epochs", "seed": "--seed", "start": "--start", "max_iter": "--max-iter",
+    "n_segments": "--segments", "energy_iter": "--energy-iter", "tol": "--tol", "ridge": "--ridge",
+    "gn_iter": "--gn-iter", "gn_tol": "--gn-tol", "gn_segments": "--gn-segments", "gn_max_segments": "--gn-max-segments",
 }
 _PARAMETER = re.compile(r"The '(\w+)' (parameter|index)")
 
@@ -68,8 +70,6 @@ def _name_options(exc: BaseException) -> None:
     )
     if renamed != message:
         exc.args = (renamed,)
-
-
 
 
 def described(names: Any) -> str:

@@ -151,16 +151,8 @@ def save_kmeans(estimator: Any, path: str | Path) -> Path:
 
 def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
     """A GeodesicKMeans (`cls`) read and validated from `path`; `decoder` must match the saved decoder's weights."""
-    from lsg_graph.distances import edge_metric
-
     path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"No saved GeodesicKMeans at {str(path)!r}: expected a directory holding {KMEANS_FILE}.")
-    tensors, meta = _io.load_tensors(path / KMEANS_FILE, KMEANS_KIND)
-    params, fitted = meta.get("params"), meta.get("fitted")
-    if not isinstance(params, dict) or not isinstance(fitted, dict):
-        raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is malformed: 'params' and 'fitted' must be JSON objects.")
-    _check_decoder(meta, decoder, path)
+    tensors, meta, params, fitted = _read_saved(path, KMEANS_FILE, KMEANS_KIND, "GeodesicKMeans", decoder)
     try:
         estimator = cls(**params, decoder=decoder)
     except TypeError as exc:
@@ -177,20 +169,10 @@ def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
         raise ArtifactError(
             f"{str(path / KMEANS_FILE)!r} is inconsistent: {n} labels, {k} medoids, distances {distances.shape}."
         )
-    graph = None
     if fitted.get("has_graph"):
-        graph_file = path / GRAPH_FILE
-        if not graph_file.is_file() or meta.get("graph_sha256") != _io.sha256_file(graph_file):
-            raise ArtifactError(
-                f"{str(path / GRAPH_FILE)!r} is missing or is not the graph this clustering was fitted on (checksum)."
-            )
-        graph = LatentGraph.load(path)
+        graph = _attach_graph(estimator, path, meta, decoder, "clustering")
         if graph.n_points != n:
             raise ArtifactError(f"{str(path)!r}: the graph has {graph.n_points} points but the clustering {n} labels.")
-        estimator.graph_ = graph
-        estimator.edge_metric_ = edge_metric(decoder, graph.latent_dim)
-        if meta.get("graph_given"):
-            estimator.graph = graph
     centers = tensors.get("cluster_centers")
     landmarks = tensors.get("landmark_indices")
     if landmarks is not None:
@@ -263,38 +245,54 @@ def save_distance(estimator: Any, path: str | Path) -> Path:
 
 def load_distance(cls: type, path: str | Path, decoder: Any = None) -> Any:
     """A GeodesicDistance (`cls`) read and validated from `path`; `decoder` must match the saved decoder's weights."""
-    from lsg_graph.distances import edge_metric
-
     path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"No saved GeodesicDistance at {str(path)!r}: expected a directory holding {DISTANCE_FILE}.")
-    _, meta = _io.load_tensors(path / DISTANCE_FILE, DISTANCE_KIND)
-    params, fitted = meta.get("params"), meta.get("fitted")
-    if not isinstance(params, dict) or not isinstance(fitted, dict):
-        raise ArtifactError(f"{str(path / DISTANCE_FILE)!r} is malformed: 'params' and 'fitted' must be JSON objects.")
-    _check_decoder(meta, decoder, path)
+    _, meta, params, fitted = _read_saved(path, DISTANCE_FILE, DISTANCE_KIND, "GeodesicDistance", decoder)
     try:
         estimator = cls(**params, decoder=decoder)
         n_train, n_features = int(fitted["n_train_"]), int(fitted["n_features_in_"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ArtifactError(f"{str(path / DISTANCE_FILE)!r} has parameters or fitted values this GeodesicDistance "
                             f"does not take: {exc}") from exc
-    graph_file = path / GRAPH_FILE
-    if not graph_file.is_file() or meta.get("graph_sha256") != _io.sha256_file(graph_file):
-        raise ArtifactError(f"{str(graph_file)!r} is missing or is not the graph this transformer was fitted on (checksum).")
-    graph = LatentGraph.load(path)
+    graph = _attach_graph(estimator, path, meta, decoder, "transformer")
     if graph.n_points != n_train or graph.latent_dim != n_features:
         raise ArtifactError(f"{str(path)!r}: the graph has {graph.n_points} codes of dimension {graph.latent_dim}, "
                             f"the transformer records {n_train} of dimension {n_features}.")
-    estimator.graph_ = graph
-    estimator.edge_metric_ = edge_metric(decoder, graph.latent_dim)
-    if meta.get("graph_given"):
-        estimator.graph = graph
     estimator.n_train_ = n_train
     estimator.n_features_in_ = n_features
     if "feature_names_in_" in fitted:
         estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     return estimator
+
+
+def _read_saved(
+    path: Path, file: str, kind: str, name: str, decoder: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The tensors, metadata, params and fitted records of estimator `name` saved in `path`/`file` (format `kind`),
+    its decoder checked against `decoder`; ArtifactError when the directory, file or records are not that."""
+    if not path.is_dir():
+        raise ArtifactError(f"No saved {name} at {str(path)!r}: expected a directory holding {file}.")
+    tensors, meta = _io.load_tensors(path / file, kind)
+    params, fitted = meta.get("params"), meta.get("fitted")
+    if not isinstance(params, dict) or not isinstance(fitted, dict):
+        raise ArtifactError(f"{str(path / file)!r} is malformed: 'params' and 'fitted' must be JSON objects.")
+    _check_decoder(meta, decoder, path)
+    return tensors, meta, params, fitted
+
+
+def _attach_graph(estimator: Any, path: Path, meta: dict[str, Any], decoder: Any, what: str) -> LatentGraph:
+    """Load the graph saved beside an estimator (its checksum must match the one recorded) and set graph_,
+    edge_metric_ (and graph, when it was given) on the estimator; `what` names the estimator in errors."""
+    from lsg_graph.distances import edge_metric
+
+    graph_file = path / GRAPH_FILE
+    if not graph_file.is_file() or meta.get("graph_sha256") != _io.sha256_file(graph_file):
+        raise ArtifactError(f"{str(graph_file)!r} is missing or is not the graph this {what} was fitted on (checksum).")
+    graph = LatentGraph.load(path)
+    estimator.graph_ = graph
+    estimator.edge_metric_ = edge_metric(decoder, graph.latent_dim)
+    if meta.get("graph_given"):
+        estimator.graph = graph
+    return graph
 
 
 def save_estimator(estimator: Any, path: str | Path) -> Path:

@@ -21,3 +21,14 @@ class MLPDecoder(torch.nn.Module):
         """Mean (n, D) and std (n, D) of z (n, d)."""
         h = torch.tanh(self.hidden(z))
         return self.mean(h), torch.nn.functional.softplus(self.std(h)) + 1e-3
+
+
+class Bend(torch.nn.Module):
+    """x = (z, scale * sin(z1) z2): a curved 2-D surface in R^3, weights in one parameter."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale, dtype=torch.float64))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([z, self.scale * torch.sin(z[:, :1]) * z[:, 1:]], dim=1)

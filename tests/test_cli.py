@@ -77,6 +77,8 @@ def test_rebuild_with_options_uses_existing_model(built_run: Path) -> None:
         (["build", "--device", "tpu"], "device"),
         (["geodesic", "--from", "0", "--to", "1", "--refine", "magic"], "Unknown refinement method 'magic'"),
         (["geodesic", "--from", "0", "--to", "1", "--out", "curve.txt"], "must end in .npy or .csv"),
+        (["geodesic", "--from", "0", "--to", "1", "--gn-iter", "0"], "'--gn-iter' option must be an int >= 1; got 0"),
+        (["plot", "--gn-tol", "-1", "--no-strips"], "'--gn-tol' option must be > 0.0; got -1.0"),
         (["cluster", "--clusters", "0"], "'--clusters' option must be an int >= 1; got 0"),
         (["cluster", "--clusters", "5000"], "'--clusters' option must be an int <= 1797; got 5000"),
         (["walk", "--kind", "levy"], "Unknown walk kind 'levy'; expected one of: 'euclidean', 'metric', 'brownian'"),

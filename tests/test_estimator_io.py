@@ -7,21 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from decoders import Bend
 
 from lsg_graph.cluster import GeodesicKMeans
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
-
-
-class Bend(torch.nn.Module):
-    """x = (z, scale * sin(z1) z2): a curved 2-D surface in R^3, weights in one parameter."""
-
-    def __init__(self, scale: float = 2.0) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(scale, dtype=torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z, self.scale * torch.sin(z[:, :1]) * z[:, 1:]], dim=1)
 
 
 @pytest.fixture(scope="module")

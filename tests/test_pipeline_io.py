@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from decoders import Bend
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -20,17 +20,6 @@ from lsg_graph.cluster import GeodesicKMeans
 from lsg_graph.distances import GeodesicDistance
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
 from lsg_graph.estimator_io import load_estimator, load_pipeline, save_pipeline
-
-
-class Bend(torch.nn.Module):
-    """x = (z, scale * sin(z1) z2): a curved 2-D surface in R^3, weights in one parameter."""
-
-    def __init__(self, scale: float = 2.0) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.tensor(scale, dtype=torch.float64))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([z, self.scale * torch.sin(z[:, :1]) * z[:, 1:]], dim=1)
 
 
 @pytest.fixture(scope="module")
