@@ -227,6 +227,34 @@ def refit(model: CachedModel, **changes: Any) -> Any:
     return vae.eval()
 
 
+def with_gate(base: Any, codes: np.ndarray, **changes: Any) -> Any:
+    """A copy of the VAE `base` with the gate `changes` (VAEConfig fields: rbf_gate, gate_scale, shell_quantile, ...)
+    placed around its training `codes` (n, d), and its fitted RBF network W v(z) kept (no stage-2 refit)."""
+    import dataclasses
+
+    import torch
+
+    from lsg_graph.model import VAE
+    from lsg_graph.model.train import _gate_kernels, _shell
+
+    config = dataclasses.replace(base.config, n_gate_centers=len(codes), **changes)
+    vae = VAE(config)
+    vae.load_state_dict(base.state_dict(), strict=False)
+    vae.rbf_fitted = base.rbf_fitted
+    std = vae.rbf_std
+    with torch.no_grad():
+        if config.rbf_gate == "codes":
+            centres, scales = _gate_kernels(codes, len(codes), config.gate_scale, config.seed)
+            std.gate_centers.copy_(torch.as_tensor(centres))
+            std.gate_scales.copy_(torch.as_tensor(scales))
+        elif config.rbf_gate == "shell":
+            mean, whiten, bounds = _shell(codes, config.shell_quantile)
+            std.shell_mean.copy_(torch.as_tensor(mean))
+            std.shell_whiten.copy_(torch.as_tensor(whiten))
+            std.shell_bounds.copy_(torch.as_tensor(bounds))
+    return vae.eval()
+
+
 def untrained(input_dim: int, seed: int = 0, device: Any = "cpu", **config: Any) -> Any:
     """A VAE of the default architecture (plus `config`) with random weights, its RBF centres drawn from N(0, I).
 

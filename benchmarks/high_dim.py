@@ -1,8 +1,8 @@
-"""Geometry at latent dimension 2-64 on real MNIST digits: the paper's RBF head ("before") against the gated head.
+"""Geometry at latent dimension 2-64 on real MNIST digits: the paper's RBF head ("before") against the gated heads.
 
 For each latent dimension d, one VAE is trained on the MNIST-5k training split (4000 digits; the shared model
-cache of benchmarks/_models.py, `trained(f"mnist{d}")`), and its RBF precision network is refitted with the gate (`refit_rbf(rbf_gate="codes")`), so
-both variants share encoder and mean decoder. Per variant:
+cache of benchmarks/_models.py, `trained(f"mnist{d}")`), and its RBF precision network is refitted with each gate (`refit_rbf(rbf_gate=...)`), so
+all variants share encoder and mean decoder (variants: "paper", "codes" gate, "shell" gate). Per variant:
 
 * variance: median over points of the pixel-mean sigma on the training codes ("on") and at off-data points
   (midpoints of random code pairs at least 1.5 median nearest-neighbour spacings from every training code),
@@ -12,7 +12,7 @@ both variants share encoder and mean decoder. Per variant:
   each divided by the length of the refined geodesic (`refine_geodesics`, method "auto"); converged count;
 * clustering: ARI of GeodesicKMeans (n_init as given) against scikit-learn KMeans with the same n_init, per seed.
 
-Run:  .venv/bin/python benchmarks/high_dim.py [--dims 2 4 8 16 32 64] [--pairs 20] [--seeds 3] [--n-init 10]
+Run:  .venv/bin/python benchmarks/high_dim.py [--dims 2 4 8 16 32 64] [--pairs 20] [--seeds 3] [--n-init 10] [--variants paper codes shell]
 Writes benchmarks/results/high_dim.json after every dimension.
 """
 
@@ -43,7 +43,12 @@ from lsg_graph.health import off_data_points  # noqa: E402
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 from lsg_graph.model import encode_codes, iwae_log_likelihood  # noqa: E402
 
-GATED = {"rbf_gate": "codes", "gate_scale": 1.0}
+VARIANTS: dict[str, dict[str, Any]] = {  # name -> refit_rbf changes; "paper" is the trained model itself
+    "paper": {},
+    "codes": {"rbf_gate": "codes", "gate_scale": 1.0},
+    "shell": {"rbf_gate": "shell"},
+}
+LABELS = {"paper": "paper RBF (before)", "codes": "gated RBF (codes)", "shell": "gated RBF (shell)"}
 
 
 @torch.no_grad()
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-init", type=int, default=10)
     parser.add_argument("--held-out", type=int, default=500)
     parser.add_argument("--iwae", type=int, default=32)
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["paper", "codes", "shell"])
     parser.add_argument("--name", default="high_dim")
     args = parser.parse_args(argv)
     use_threads(1)
@@ -124,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.dims:
         model = trained(f"mnist{d}")
         data, (train, held) = model.dataset(), model.split()
-        base, gated = model.vae(), refit(model, **GATED)
-        for name, vae in (("paper RBF (before)", base), ("gated RBF", gated)):
-            rows.append(variant_row(name, vae, data, train, held, args))
+        for variant in args.variants:
+            vae = refit(model, **VARIANTS[variant]) if VARIANTS[variant] else model.vae()
+            rows.append(variant_row(LABELS[variant], vae, data, train, held, args))
             print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-1:]), flush=True)
         write_json(args.name, {
             "machine": {"platform": info["platform"], "cpus": info["cpus"], "load": info["load_avg_start"],
                         "torch": info["torch"], "threads": 1, "load_avg_end": finish(info)["load_avg_end"]},
-            "args": vars(args), "gate": GATED, "rows": rows,
+            "args": vars(args), "variants": {name: VARIANTS[name] for name in args.variants}, "rows": rows,
         })
     print(table("MNIST-5k: before (paper RBF) and after (gated RBF), per latent dimension", COLUMNS, rows))
     return 0

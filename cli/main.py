@@ -294,6 +294,8 @@ def train(
     architecture: str = choice_option(registry.DEFAULT_ARCHITECTURE, registry.ARCHITECTURES, "--architecture", help=f"Encoder and mean decoder: {described(registry.ARCHITECTURES)}; conv suits idx:DIR, digits, npz with image_shape."),
     rbf_gate: str | None = choice_option(None, registry.RBF_GATES, "--rbf-gate", help=f"RBF precision gate (default {registry.DEFAULT_RBF_GATE!r}): {described(registry.RBF_GATES)}; see docs/geometry.md."),
     gate_scale: float | None = typer.Option(None, "--gate-scale", help="Gate radius in nearest-neighbour spacings of the training codes (with --rbf-gate codes)."),
+    shell_quantile: float | None = typer.Option(None, "--shell-quantile", help="Quantile of the Mahalanobis radii of the codes below which (and above 1 minus which) sigma rises (with --rbf-gate shell; default 0.02)."),
+    shell_sharpness: float | None = typer.Option(None, "--shell-sharpness", help="Radius over logistic step width of the shell gate (with --rbf-gate shell; default 50)."),
     device: str = _device_option(),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = _quiet_option(),
@@ -305,7 +307,8 @@ def train(
 
     show = _setup(threads, quiet)
     summary = train_run(out, data, seed=seed, progress=show, device=device, latent_dim=latent_dim, epochs=epochs,
-                        rbf_epochs=rbf_epochs, architecture=architecture, rbf_gate=rbf_gate, gate_scale=gate_scale)
+                        rbf_epochs=rbf_epochs, architecture=architecture, rbf_gate=rbf_gate, gate_scale=gate_scale,
+                        shell_quantile=shell_quantile, shell_sharpness=shell_sharpness)
     report = summary.report
     payload = {
         "data": summary.data, "n_train": summary.n_train, "n_held_out": summary.n_held_out,

@@ -79,7 +79,9 @@ VARIANCES: dict[str, str] = {
 
 RBF_GATES: dict[str, str] = {
     "codes": "precision gated off beyond about gate_scale nearest-neighbour spacings from every training code",
-    "none": "the paper's RBF network alone (k-means centres; sigma can fall between codes at high d)",
+    "none": "the RBF network of the paper alone (k-means centres; sigma can fall between codes at high d)",
+    "shell": "precision gated off where the Mahalanobis radius of the codes is atypical: inside the thin shell a high-d "
+             "code cloud lies on, and beyond it",
 }
 
 ARCHITECTURES: dict[str, str] = {

@@ -103,6 +103,7 @@ def test_errors_are_one_line_with_exit_code_1(built_run: Path, args: list[str], 
         (["train", "--data", "idx:/no/such/folder"], "/no/such/folder"),
         (["train", "--latent-dim", "0"], "'--latent-dim' option must be an int >= 1; got 0"),
         (["train", "--epochs", "0"], "'--epochs' option must be an int >= 1; got 0"),
+        (["train", "--rbf-gate", "shell", "--shell-quantile", "0.7"], "shell_quantile must be in (0, 0.5); got 0.7"),
     ],
 )
 def test_train_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
@@ -121,6 +122,22 @@ def test_train_on_user_arrays(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "held-out ELBO" in result.output and str(tmp_path / "run") in result.output
+
+
+def test_train_with_the_shell_gate(tmp_path: Path) -> None:
+    """`train --rbf-gate shell --shell-quantile 0.05` saves a shell-gated model whose gate bounds hold the codes."""
+    from lsg_graph.model import VAE
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (200, 10)).astype(np.float32), y=rng.integers(0, 3, 200))
+    result = runner.invoke(app, ["train", "--data", f"npz:{tmp_path / 'data.npz'}", "--epochs", "2", "--rbf-epochs", "1",
+                                 "--latent-dim", "3", "--rbf-gate", "shell", "--shell-quantile", "0.05",
+                                 "--out", str(tmp_path / "run"), "-q"])
+    assert result.exit_code == 0, result.output
+    vae = VAE.load(tmp_path / "run")
+    assert vae.config.rbf_gate == "shell" and vae.config.shell_quantile == 0.05
+    low, high = vae.rbf_std.shell_bounds.tolist()
+    assert 0.0 < low < high
 
 
 def test_missing_graph_is_explained(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
 from lsg_graph.model import VAE, VAEConfig, refit_rbf, train_vae
-from lsg_graph.model.train import _gate_kernels
+from lsg_graph.model.train import _gate_kernels, _shell
 
 
 def gated_vae(latent_dim: int, seed: int = 0) -> VAE:
@@ -31,14 +31,45 @@ def gated_vae(latent_dim: int, seed: int = 0) -> VAE:
     return vae
 
 
+def shell_vae(latent_dim: int, seed: int = 0, sharpness: float = 10.0, n_codes: int = 400) -> tuple[VAE, np.ndarray]:
+    """A float64 VAE with random weights and a shell gate fitted to 400 anisotropic Gaussian codes."""
+    torch.manual_seed(seed)
+    config = VAEConfig(input_dim=12, latent_dim=latent_dim, hidden_dims=(16,), n_centers=6, rbf_gate="shell",
+                       shell_sharpness=sharpness)
+    vae = VAE(config).double()
+    vae.rbf_fitted = True
+    rng = np.random.default_rng(seed)
+    codes = rng.normal(size=(n_codes, latent_dim)) * np.linspace(0.5, 2.0, latent_dim) + 0.3
+    mean, whiten, bounds = _shell(codes, 0.02)
+    with torch.no_grad():
+        vae.rbf_std.centers.normal_()
+        vae.rbf_std.weight_free.normal_()
+        vae.rbf_std.shell_mean.copy_(torch.as_tensor(mean))
+        vae.rbf_std.shell_whiten.copy_(torch.as_tensor(whiten))
+        vae.rbf_std.shell_bounds.copy_(torch.as_tensor(bounds))
+    return vae, codes
+
+
+def _points_near_the_gate(vae: VAE, latent_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """30 points where the gate and its derivatives are non-trivial: near codes, or near the shell's two radii."""
+    std = vae.rbf_std
+    if std.gate_centers is not None:
+        return std.gate_centers[:30] + 0.5 * torch.randn(30, latent_dim, dtype=torch.float64, generator=generator)
+    directions = torch.nn.functional.normalize(torch.randn(30, latent_dim, dtype=torch.float64, generator=generator), dim=1)
+    radii = torch.cat([std.shell_bounds[0] * torch.linspace(0.8, 1.2, 15, dtype=torch.float64),
+                       std.shell_bounds[1] * torch.linspace(0.8, 1.2, 15, dtype=torch.float64)])
+    whitened = directions * radii.unsqueeze(1)  # (z - m) L = whitened  =>  z = m + whitened L^-1
+    return std.shell_mean + torch.linalg.solve(std.shell_whiten.T, whitened.T).T
+
+
+@pytest.mark.parametrize("gate", ["codes", "shell"])
 @pytest.mark.parametrize("latent_dim", [2, 5])
-def test_gated_fused_jvp_and_second_order_match_autodiff(latent_dim: int) -> None:
+def test_gated_fused_jvp_and_second_order_match_autodiff(latent_dim: int, gate: str) -> None:
     """Fused values, first and second directional derivatives of the gated std against torch.func.jvp (1e-10)."""
-    vae = gated_vae(latent_dim)
+    vae = gated_vae(latent_dim) if gate == "codes" else shell_vae(latent_dim)[0]
     std = vae.rbf_std
     generator = torch.Generator().manual_seed(1)
-    centres = std.gate_centers[:30]  # points near the codes, where the gate and its derivatives are non-trivial
-    z = centres + 0.5 * torch.randn(30, latent_dim, dtype=torch.float64, generator=generator)
+    z = _points_near_the_gate(vae, latent_dim, generator)
     v = torch.randn(30, latent_dim, dtype=torch.float64, generator=generator)
     with torch.no_grad():
         value, tangent = std.fused_jvp(z, v)
@@ -83,6 +114,24 @@ def test_gate_is_one_on_codes_and_zero_far_from_them() -> None:
     assert np.median(off) < 0.05
 
 
+def test_shell_gate_is_one_on_fresh_codes_and_zero_between_them() -> None:
+    """2000 Gaussian codes in d = 64: the shell gate is ~1 at 90% of fresh draws from the same law (held-out codes)
+    and ~0 at most midpoints of random code pairs (radius ~ 0.71 of the codes': inside the shell) and far outside.
+    (At d = 16 a Gaussian's midpoints lie only 1.7 radius standard deviations inside the shell: not separable.)"""
+    vae, codes = shell_vae(64, sharpness=VAEConfig(input_dim=1).shell_sharpness, n_codes=2000)
+    rng = np.random.default_rng(1)
+    fresh = rng.normal(size=(2000, 64)) * np.linspace(0.5, 2.0, 64) + 0.3
+    i, j = rng.integers(0, len(codes), size=(2, 2000))
+    midpoints = 0.5 * (codes[i] + codes[j])
+    std = vae.rbf_std
+    with torch.no_grad():
+        on = std.gate(torch.as_tensor(fresh)).numpy()
+        between = std.gate(torch.as_tensor(midpoints)).numpy()
+        outside = std.gate(torch.as_tensor(3.0 * fresh)).numpy()
+    assert np.mean(on > 0.5) > 0.9
+    assert np.median(between) < 0.05 and np.median(outside) < 0.05
+
+
 def test_refit_rbf_gated_sigma_rises_between_codes_and_keeps_the_rest() -> None:
     """refit_rbf(rbf_gate='codes') on a tiny model: sigma off the codes >= 3x on them; other weights unchanged."""
     rng = np.random.default_rng(0)
@@ -112,6 +161,8 @@ def test_configs_saved_before_the_gate_load_as_ungated() -> None:
     assert VAEConfig.from_dict(payload).rbf_gate == "none"
     with pytest.raises(InvalidInput, match="rbf_gate"):
         VAEConfig(input_dim=5, rbf_gate="sometimes")
+    with pytest.raises(InvalidInput, match="shell_quantile must be in .0, 0.5.; got 0.6"):
+        VAEConfig(input_dim=5, rbf_gate="shell", shell_quantile=0.6)
 
 
 def test_geometry_health_flags_what_is_wrong() -> None:

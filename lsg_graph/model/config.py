@@ -40,6 +40,9 @@ MEAN_OUTPUTS = ("sigmoid", "identity")
 
 
 
+SHELL_FIELDS = ("shell_quantile", "shell_sharpness")  # saved only for rbf_gate="shell"
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Architecture and training settings of a VAE; frozen, every field validated on construction (InvalidInput).
@@ -63,12 +66,18 @@ class VAEConfig:
         a in gamma_k = 0.5 * (a * mean distance of cluster k to c_k)^-2.
     zeta : float, default 0.01
         Precision far from the data: sigma -> zeta^(-1/2) + min_std there.
-    rbf_gate : {"none", "codes"}, default "none"
-        "codes" gates the precision off away from every training code (lsg_graph.registry.RBF_GATES).
+    rbf_gate : {"none", "codes", "shell"}, default "none"
+        "codes" gates the precision off away from every training code, "shell" where the Mahalanobis radius leaves
+        the codes' range (lsg_graph.registry.RBF_GATES).
     n_gate_centers : int, default 4096
         Gate kernels: one per training code, a random subset beyond this many.
     gate_scale : float, default 1.2
         Gate radius in nearest-neighbour spacings of the training codes.
+    shell_quantile : float, default 0.02
+        "shell" gate: the precision is gated off below this quantile and above 1 - it of the training codes'
+        Mahalanobis radii, in (0, 0.5).
+    shell_sharpness : float, default 50
+        "shell" gate: the logistic step's width is the radius divided by this, > 0.
     epochs, rbf_epochs : int, default 150, 50
         Epochs of stage 1 (encoder, mean, standard head) and stage 2 (RBF precision); rbf_epochs may be 0.
     batch_size : int, default 128
@@ -94,6 +103,8 @@ class VAEConfig:
     rbf_gate: str = DEFAULT_RBF_GATE  # a key of RBF_GATES: "codes" gates the precision off away from every training code
     n_gate_centers: int = 4096  # gate kernels: one per training code, a random subset beyond this many
     gate_scale: float = 1.2  # gate radius h_k = gate_scale * (distance from code k to its nearest other code)
+    shell_quantile: float = 0.02  # "shell" gate: rho_lo, rho_hi = this quantile and 1 - it of the codes' radii
+    shell_sharpness: float = 50.0  # "shell" gate: logistic width w = rho / shell_sharpness
     epochs: int = 150
     rbf_epochs: int = 50
     batch_size: int = 128
@@ -122,6 +133,10 @@ class VAEConfig:
         set_("rbf_gate", check_choice(self.rbf_gate, "rbf_gate", RBF_GATES))
         set_("n_gate_centers", check_positive_int(self.n_gate_centers, "n_gate_centers"))
         set_("gate_scale", check_float(self.gate_scale, "gate_scale", minimum=0.0, strict_minimum=True))
+        set_("shell_quantile", check_float(self.shell_quantile, "shell_quantile", minimum=0.0, strict_minimum=True))
+        if self.shell_quantile >= 0.5:
+            raise InvalidInput(f"shell_quantile must be in (0, 0.5); got {self.shell_quantile!r}.")
+        set_("shell_sharpness", check_float(self.shell_sharpness, "shell_sharpness", minimum=0.0, strict_minimum=True))
         set_("epochs", check_positive_int(self.epochs, "epochs"))
         set_("rbf_epochs", check_int(self.rbf_epochs, "rbf_epochs", minimum=0))
         set_("batch_size", check_positive_int(self.batch_size, "batch_size"))
@@ -137,9 +152,13 @@ class VAEConfig:
         Returns
         -------
         dict
-            Every field by name; `VAEConfig(**payload)` rebuilds the configuration.
+            Every field by name, except the shell gate's settings when rbf_gate is not "shell" (so models saved
+            before that gate re-save byte for byte); `VAEConfig(**payload)` rebuilds the configuration.
         """
         payload = dataclasses.asdict(self)
+        if self.rbf_gate != "shell":
+            for name in SHELL_FIELDS:
+                payload.pop(name)
         payload["hidden_dims"] = list(self.hidden_dims)
         payload["image_shape"] = None if self.image_shape is None else list(self.image_shape)
         return payload

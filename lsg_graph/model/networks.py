@@ -222,7 +222,11 @@ class RBFStd(nn.Module):
     buffers) and W = softplus(weight_free) (D, K), trained. The gate g(z) = 1 - exp(-GATE_STRENGTH S(z)),
     S(z) = sum_j exp(-(s_j ||z - e_j||^2)^GATE_POWER), has one flat-topped kernel of radius s_j^(-1/2) around each
     gate centre e_j (training codes): g is about 1 within a nearest-neighbour spacing of a code and falls to 0 off
-    the data, so sigma grows between codes at any latent dimension. Without gate centres (rbf_gate="none") g = 1.
+    the data, so sigma grows between codes at any latent dimension. The "shell" gate is instead a function of the
+    Mahalanobis radius rho(z) = ||(z - m) L|| of the training codes (mean m, L L^T = inverse covariance):
+    g = s((rho - rho_lo) / w_lo) s((rho_hi - rho) / w_hi) with the logistic s, rho_lo, rho_hi quantiles of the
+    codes' radii and w = rho / shell_sharpness, so sigma rises inside the thin shell a high-d code cloud lies on
+    (where straight lines between codes run) and beyond it. Without a gate (rbf_gate="none") g = 1.
     """
 
     def __init__(self, config: VAEConfig) -> None:
@@ -239,6 +243,18 @@ class RBFStd(nn.Module):
         else:
             self.gate_centers = None
             self.gate_scales = None
+        if config.rbf_gate == "shell":
+            self.register_buffer("shell_mean", torch.zeros(config.latent_dim))
+            self.register_buffer("shell_whiten", torch.eye(config.latent_dim))
+            self.register_buffer("shell_bounds", torch.tensor([0.0, 1e6]))  # rho_lo, rho_hi
+            self.shell_sharpness = config.shell_sharpness
+        else:
+            self.shell_mean = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether a gate multiplies the fitted precision (rbf_gate "codes" or "shell")."""
+        return self.gate_centers is not None or self.shell_mean is not None
 
     def activations(self, z: Tensor) -> Tensor:
         """RBF activations v(z) = exp(-gamma_k ||z - c_k||^2), shape (..., K)."""
@@ -247,6 +263,8 @@ class RBFStd(nn.Module):
 
     def gate(self, z: Tensor) -> Tensor:
         """The gate g(z) in [0, 1] (...,): about 1 near the training codes, 0 away from all of them."""
+        if self.shell_mean is not None:
+            return self._shell_terms(z, None, 0, False)[0][0]
         if self.gate_centers is None:
             return torch.ones(z.shape[:-1], dtype=z.dtype, device=z.device)
         flat = z.reshape(-1, z.shape[-1])
@@ -293,7 +311,7 @@ class RBFStd(nn.Module):
     def jacobian(self, z: Tensor) -> Tensor:
         """Blocks (d + 1, n, D): std(z) and its partial derivatives along the d unit vectors (without a gate, the
         unit tangents make the projections of `second_order` a transpose of the offsets)."""
-        if self.gate_centers is not None:
+        if self.gated:
             return self.first_order(forward_mode.jacobian_blocks(z))
         offsets = z.unsqueeze(-2) - self.centers  # (n, K, d)
         activations = torch.exp(-self.gammas * offsets.square().sum(-1))  # (n, K)
@@ -346,6 +364,8 @@ class RBFStd(nn.Module):
         Shape (1 + tangents + second, n, 1); just ones (1, n, 1) without gate centres.
         """
         z, tangents = blocks[0], blocks[1:-1]
+        if self.shell_mean is not None:
+            return torch.cat(self._shell_terms(z, tangents, along, second)).unsqueeze(-1)
         if self.gate_centers is None:
             return torch.ones((1, z.shape[0], 1), dtype=z.dtype, device=z.device)
         offsets, scales = self._nearest_gate_centres(z)  # (n, m, d), (n, m)
@@ -367,6 +387,35 @@ class RBFStd(nn.Module):
             d_v = d_total[along - 1]
             parts.append((GATE_STRENGTH * outer * (dd_total - GATE_STRENGTH * d_v.square())).unsqueeze(0))
         return torch.cat(parts).unsqueeze(-1)
+
+    def _shell_terms(self, z: Tensor, tangents: Tensor | None, along: int, second: bool) -> list[Tensor]:
+        """The shell gate G(rho(z)) (1, ...) and, given tangents (T, n, d), its first derivatives (T, n) and (if
+        `second`) its second derivative (1, n) along tangents[along - 1].
+
+        rho' = u . u_t / rho with u = (z - m) L, u_t = t L; rho'' = (|u_t|^2 - rho'^2) / rho;
+        g' = G'(rho) rho'; g'' = G''(rho) rho'^2 + G'(rho) rho''.
+        """
+        whitened = (z - self.shell_mean) @ self.shell_whiten
+        rho = whitened.norm(dim=-1).clamp(min=1e-12)
+        low, high = self.shell_bounds[0], self.shell_bounds[1]
+        rate_low, rate_high = self.shell_sharpness / low.clamp(min=1e-12), self.shell_sharpness / high
+        inner, outer = torch.sigmoid((rho - low) * rate_low), torch.sigmoid((high - rho) * rate_high)
+        parts = [(inner * outer).unsqueeze(0)]
+        if tangents is None:
+            return parts
+        slope_inner, slope_outer = inner * (1 - inner) * rate_low, -outer * (1 - outer) * rate_high  # d/d rho
+        first = slope_inner * outer + inner * slope_outer  # G'(rho)
+        projected = tangents @ self.shell_whiten  # (T, n, d)
+        d_rho = (projected * whitened).sum(-1) / rho  # (T, n)
+        parts.append(first * d_rho)
+        if second:
+            curve_inner = slope_inner * (1 - 2 * inner) * rate_low
+            curve_outer = -slope_outer * (1 - 2 * outer) * rate_high
+            curvature = curve_inner * outer + 2 * slope_inner * slope_outer + inner * curve_outer  # G''(rho)
+            d_v = d_rho[along - 1]
+            dd_rho = (projected[along - 1].square().sum(-1) - d_v.square()) / rho
+            parts.append((curvature * d_v.square() + first * dd_rho).unsqueeze(0))
+        return parts
 
 
 _GATE_Q_MAX = 1e4  # gate kernels are exp(-1e16) = 0 beyond this; the clamp keeps q^(p-1) finite

@@ -160,8 +160,10 @@ def train_vae(
     return vae, report
 
 
-RBF_FIELDS = ("n_centers", "rbf_bandwidth_scale", "zeta", "rbf_gate", "n_gate_centers", "gate_scale", "rbf_epochs",
-              "rbf_learning_rate")  # the settings refit_rbf may change: stage 2 only
+SHELL_ACTIVE = 1e-2  # the shell gate ignores principal directions with less code variance than this times the largest
+
+RBF_FIELDS = ("n_centers", "rbf_bandwidth_scale", "zeta", "rbf_gate", "n_gate_centers", "gate_scale", "shell_quantile",
+              "shell_sharpness", "rbf_epochs", "rbf_learning_rate")  # the settings refit_rbf may change: stage 2 only
 
 
 def refit_rbf(vae: VAE, x_train: np.ndarray, progress: bool = False, **changes: Any) -> VAE:
@@ -295,7 +297,30 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
         gate_centers, gate_scales = _gate_kernels(codes, rbf.gate_centers.shape[0], config.gate_scale, config.seed)
         rbf.gate_centers.copy_(torch.as_tensor(gate_centers, dtype=rbf.gate_centers.dtype))
         rbf.gate_scales.copy_(torch.as_tensor(gate_scales, dtype=rbf.gate_scales.dtype))
+    if rbf.shell_mean is not None:
+        mean, whiten, bounds = _shell(codes, config.shell_quantile)
+        rbf.shell_mean.copy_(torch.as_tensor(mean, dtype=rbf.shell_mean.dtype))
+        rbf.shell_whiten.copy_(torch.as_tensor(whiten, dtype=rbf.shell_whiten.dtype))
+        rbf.shell_bounds.copy_(torch.as_tensor(bounds, dtype=rbf.shell_bounds.dtype))
     rbf.weight_free.copy_(_inverse_softplus(_initial_weights(vae, data, generator)))
+
+
+def _shell(codes: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shell gate's mean (d,), whitening L (d, d) and radius bounds (2,) from training codes (n, d).
+
+    L whitens the active subspace only: the principal directions whose code variance is at least SHELL_ACTIVE
+    times the largest (collapsed latent units, with codes near a constant, are left out: a zero column each).
+    The bounds are the `quantile` and 1 - `quantile` quantiles of the radii ||(codes - mean) L||.
+    """
+    mean = codes.mean(0)
+    centred = codes - mean
+    covariance = np.atleast_2d(np.cov(centred.T)) if len(codes) > 1 else np.eye(codes.shape[1])
+    values, vectors = np.linalg.eigh(covariance)
+    active = values >= SHELL_ACTIVE * max(float(values.max()), 1e-300)
+    whiten = np.zeros_like(covariance)
+    whiten[:, active] = vectors[:, active] / np.sqrt(values[active])
+    radii = np.linalg.norm(centred @ whiten, axis=1)
+    return mean, whiten, np.quantile(radii, [quantile, 1.0 - quantile])
 
 
 def _gate_kernels(codes: np.ndarray, n_centers: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
