@@ -29,7 +29,7 @@ from _models import trained, with_gate  # noqa: E402
 
 from lsg_graph.health import off_data_points  # noqa: E402
 from lsg_graph.model import VAE, encode_codes, iwae_log_likelihood  # noqa: E402
-from lsg_graph.model.train import SHELL_ACTIVE  # noqa: E402
+from lsg_graph.model.train import active_directions  # noqa: E402
 
 GATES: dict[str, dict[str, Any]] = {
     "none": {"rbf_gate": "none"},
@@ -52,8 +52,7 @@ def rows_for(d: int) -> list[dict[str, Any]]:
     base, data, (train, held) = model.vae(), model.dataset(), model.split()
     codes = encode_codes(base, data.images[train]).astype(np.float64)
     off, spacing = off_data_points(codes, 2000, np.random.default_rng(0))
-    values = np.linalg.eigvalsh(np.cov(codes.T))
-    active = int(np.sum(values >= SHELL_ACTIVE * values.max()))
+    active = int(active_directions(codes)[2].sum())
     rows = []
     for name, changes in GATES.items():
         vae = with_gate(base, codes, **changes)

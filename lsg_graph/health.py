@@ -8,6 +8,9 @@ Two numbers decide whether latent distances from a run can be trusted:
   MIN_SIGMA_RATIO the variance does not push geodesics towards the data (the paper's central point fails).
 * stretch: graph (Dijkstra) length over refined geodesic length for a few random code pairs. Above MAX_STRETCH
   the graph measures itself more than the manifold; refined distances should be used instead.
+
+It also counts the active latent directions (code variance at least 1e-2 of the largest): a VAE whose other
+units collapsed to the prior has a geometry of that many dimensions, whatever its latent_dim.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.refine import refine_geodesics
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.metric import PullbackMetric
+from lsg_graph.model.train import active_directions
 from lsg_graph.registry import DEFAULT_HEALTH_PAIRS, DEFAULT_SEED
 
 OFF_DATA_SPACINGS = 1.5
@@ -44,6 +48,8 @@ class GeometryHealth:
     stretch_max: float
     n_pairs: int
     n_converged: int
+    active_units: int = 0
+    latent_dim: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -57,7 +63,7 @@ class GeometryHealth:
         return (
             f"{sigma}; graph distances are within {100 * (self.stretch_median - 1):.1f}% (median, max "
             f"{100 * (self.stretch_max - 1):.1f}%) of refined geodesics on {self.n_pairs} pairs "
-            f"({self.n_converged} converged)"
+            f"({self.n_converged} converged); {self.active_units} of {self.latent_dim} latent directions active"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,8 +120,8 @@ def geometry_health(
         if ratio < MIN_SIGMA_RATIO:
             problems.append(
                 f"the decoder's sigma off the data is only {ratio:.2f}x its sigma on the codes (want >= "
-                f"{MIN_SIGMA_RATIO:g}x): geodesics are not pushed towards the data; train with the gated RBF head "
-                "(VAEConfig(rbf_gate='codes'))"
+                f"{MIN_SIGMA_RATIO:g}x): geodesics are not pushed towards the data; try a gated RBF head "
+                "(--rbf-gate shell from about 16 active latent directions, else --rbf-gate codes; see docs/geometry.md)"
             )
     pairs = rng.choice(graph.n_points, size=(n_pairs, 2), replace=graph.n_points < 2 * n_pairs)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
@@ -125,12 +131,13 @@ def geometry_health(
     stretch = np.array([r.graph_length / r.length for r in results if r.length > 0]) if results else np.ones(1)
     health = GeometryHealth(
         sigma_on, sigma_off, ratio, int(len(off)), float(np.median(stretch)), float(stretch.max()), len(results),
-        int(sum(r.converged for r in results)), problems,
+        int(sum(r.converged for r in results)), int(active_directions(codes)[2].sum()), graph.latent_dim, problems,
     )
     if health.stretch_median > MAX_STRETCH:
         problems.append(
             f"graph distances are {100 * (health.stretch_median - 1):.1f}% longer than refined geodesics (median; "
-            f"want <= {100 * (MAX_STRETCH - 1):.0f}%): use refined distances, or build with more neighbours (--k)"
+            f"want <= {100 * (MAX_STRETCH - 1):.0f}%): use refined distances (a kNN graph zig-zags at high d; more "
+            "neighbours (--k) help only slowly, see docs/geometry.md)"
         )
     return health
 

@@ -181,6 +181,10 @@ def test_geometry_health_flags_what_is_wrong() -> None:
     assert health.stretch_median >= 1.0 - 1e-9
     assert (health.stretch_median > 1.05) == any("longer than refined" in p for p in health.problems)
     assert "graph distances are within" in health.summary()
+    assert health.active_units == 4 and health.latent_dim == 4
+    collapsed = decoder.sample(300, seed=1) * np.array([1.0, 1.0, 1e-3, 1e-3])  # two units collapsed to a constant
+    health = geometry_health(metric, build_latent_graph(metric, collapsed, k=5), n_pairs=2)
+    assert health.active_units == 2 and "2 of 4 latent directions active" in health.summary()
 
 
 def test_encode_codes_refuses_non_finite_codes() -> None:

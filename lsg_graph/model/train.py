@@ -27,7 +27,7 @@ from lsg_graph.model.config import VAEConfig
 from lsg_graph.model.likelihood import _batches, _gaussian_log_prob, _kl_to_prior, _negative_elbo, _randn
 from lsg_graph.model.vae import VAE
 
-__all__ = ["RBF_FIELDS", "TrainReport", "refit_rbf", "train_vae"]
+__all__ = ["RBF_FIELDS", "TrainReport", "active_directions", "refit_rbf", "train_vae"]
 
 _ELBO_SAMPLES = 8  # Monte Carlo samples per point for the held-out ELBO in the training report
 
@@ -160,7 +160,7 @@ def train_vae(
     return vae, report
 
 
-SHELL_ACTIVE = 1e-2  # the shell gate ignores principal directions with less code variance than this times the largest
+ACTIVE_VARIANCE = 1e-2  # a latent direction is active when its code variance is at least this times the largest
 
 RBF_FIELDS = ("n_centers", "rbf_bandwidth_scale", "zeta", "rbf_gate", "n_gate_centers", "gate_scale", "shell_quantile",
               "shell_sharpness", "rbf_epochs", "rbf_learning_rate")  # the settings refit_rbf may change: stage 2 only
@@ -305,21 +305,27 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
     rbf.weight_free.copy_(_inverse_softplus(_initial_weights(vae, data, generator)))
 
 
+def active_directions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal directions of codes (n, d): variances (d,), directions (d, d) as columns, and the mask (d,) of the
+    active ones (variance at least ACTIVE_VARIANCE times the largest; collapsed latent units are the rest)."""
+    centred = codes - codes.mean(0)
+    covariance = np.atleast_2d(np.cov(centred.T)) if len(codes) > 1 else np.eye(codes.shape[1])
+    values, vectors = np.linalg.eigh(covariance)
+    return values, vectors, values >= ACTIVE_VARIANCE * max(float(values.max()), 1e-300)
+
+
 def _shell(codes: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The shell gate's mean (d,), whitening L (d, d) and radius bounds (2,) from training codes (n, d).
 
-    L whitens the active subspace only: the principal directions whose code variance is at least SHELL_ACTIVE
-    times the largest (collapsed latent units, with codes near a constant, are left out: a zero column each).
-    The bounds are the `quantile` and 1 - `quantile` quantiles of the radii ||(codes - mean) L||.
+    L whitens the active subspace only (`active_directions`; collapsed latent units, with codes near a constant,
+    are left out: a zero column each). The bounds are the `quantile` and 1 - `quantile` quantiles of the radii
+    ||(codes - mean) L||.
     """
     mean = codes.mean(0)
-    centred = codes - mean
-    covariance = np.atleast_2d(np.cov(centred.T)) if len(codes) > 1 else np.eye(codes.shape[1])
-    values, vectors = np.linalg.eigh(covariance)
-    active = values >= SHELL_ACTIVE * max(float(values.max()), 1e-300)
-    whiten = np.zeros_like(covariance)
+    values, vectors, active = active_directions(codes)
+    whiten = np.zeros((codes.shape[1], codes.shape[1]))
     whiten[:, active] = vectors[:, active] / np.sqrt(values[active])
-    radii = np.linalg.norm(centred @ whiten, axis=1)
+    radii = np.linalg.norm((codes - mean) @ whiten, axis=1)
     return mean, whiten, np.quantile(radii, [quantile, 1.0 - quantile])
 
 
