@@ -235,7 +235,7 @@ def with_gate(base: Any, codes: np.ndarray, **changes: Any) -> Any:
     import torch
 
     from lsg_graph.model import VAE
-    from lsg_graph.model.train import _gate_kernels, _shell
+    from lsg_graph.model.train import _gate_kernels, _shell, active_projection
 
     config = dataclasses.replace(base.config, n_gate_centers=len(codes), **changes)
     vae = VAE(config)
@@ -244,9 +244,11 @@ def with_gate(base: Any, codes: np.ndarray, **changes: Any) -> Any:
     std = vae.rbf_std
     with torch.no_grad():
         if config.rbf_gate == "codes":
-            centres, scales = _gate_kernels(codes, len(codes), config.gate_scale, config.seed)
+            projection = active_projection(codes)
+            centres, scales = _gate_kernels(codes, len(codes), config.gate_scale, config.seed, projection)
             std.gate_centers.copy_(torch.as_tensor(centres))
             std.gate_scales.copy_(torch.as_tensor(scales))
+            std.gate_projection.copy_(torch.as_tensor(projection))
         elif config.rbf_gate == "shell":
             mean, whiten, bounds = _shell(codes, config.shell_quantile)
             std.shell_mean.copy_(torch.as_tensor(mean))

@@ -11,7 +11,7 @@ import torch
 from lsg_graph.errors import InvalidInput
 from lsg_graph.metric import PullbackMetric
 from lsg_graph.model import VAE, VAEConfig, refit_rbf, train_vae
-from lsg_graph.model.train import _gate_kernels, _shell
+from lsg_graph.model.train import _gate_kernels, _shell, active_projection
 
 
 def gated_vae(latent_dim: int, seed: int = 0) -> VAE:
@@ -130,6 +130,51 @@ def test_shell_gate_is_one_on_fresh_codes_and_zero_between_them() -> None:
         outside = std.gate(torch.as_tensor(3.0 * fresh)).numpy()
     assert np.mean(on > 0.5) > 0.9
     assert np.median(between) < 0.05 and np.median(outside) < 0.05
+
+
+def test_codes_gate_ignores_collapsed_units() -> None:
+    """Codes in d = 8 with 4 collapsed units (std 1e-3): posterior-like samples spread 0.5 along the collapsed
+    units keep the gate ~1 (they are on the data in every direction the decoder uses), points 1.5 spacings away
+    in the active directions still close it; without the projection the samples would close it too."""
+    rng = np.random.default_rng(0)
+    codes = np.hstack([rng.normal(size=(400, 4)), 1e-3 * rng.normal(size=(400, 4))])
+    projection = active_projection(codes)
+    np.testing.assert_allclose(projection, np.diag([1.0] * 4 + [0.0] * 4), atol=1e-3)
+    centres, scales = _gate_kernels(codes, 400, 1.0, 0, projection)
+    std = VAE(VAEConfig(input_dim=4, latent_dim=8, n_centers=2, rbf_gate="codes", n_gate_centers=400)).double().rbf_std
+    samples = codes + np.hstack([np.zeros((400, 4)), 0.5 * rng.normal(size=(400, 4))])
+    spacing = float(np.median(1.0 / np.sqrt(scales)))
+    far = codes + np.hstack([2.0 * spacing * rng.normal(size=(400, 4)) / 2.0, np.zeros((400, 4))])
+    from scipy.spatial import cKDTree
+
+    far = far[cKDTree(codes[:, :4]).query(far[:, :4])[0] >= 1.5 * spacing]
+    with torch.no_grad():
+        std.gate_centers.copy_(torch.as_tensor(centres))
+        std.gate_scales.copy_(torch.as_tensor(scales))
+        unprojected = std.gate(torch.as_tensor(samples)).numpy()
+        std.gate_projection.copy_(torch.as_tensor(projection))
+        on, off = std.gate(torch.as_tensor(samples)).numpy(), std.gate(torch.as_tensor(far)).numpy()
+    assert len(far) > 50 and on.min() > 0.9 and np.median(off) < 0.05
+    assert np.median(unprojected) < 0.05
+
+
+def test_codes_gated_models_saved_before_the_projection_load_with_all_directions(tmp_path) -> None:
+    """A codes-gated model file without gate_projection (an older version) loads with the identity projection."""
+    from lsg_graph._io import save_tensors
+    from lsg_graph.model.vae import MODEL_FILE
+
+    vae = gated_vae(3).float()
+    vae.save(tmp_path / "run")
+    tensors = {name: value for name, value in vae.state_dict().items() if name != "rbf_std.gate_projection"}
+    from lsg_graph._io import load_tensors_with_checksum
+
+    _, meta, _ = load_tensors_with_checksum(tmp_path / "run" / MODEL_FILE, "lsg-graph/model")
+    save_tensors(tmp_path / "run" / MODEL_FILE, tensors, meta)
+    loaded = VAE.load(tmp_path / "run")
+    assert torch.equal(loaded.rbf_std.gate_projection, torch.eye(3))
+    z = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.allclose(loaded.rbf_std(z), vae.rbf_std(z))
 
 
 def test_refit_rbf_gated_sigma_rises_between_codes_and_keeps_the_rest() -> None:

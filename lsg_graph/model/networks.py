@@ -222,7 +222,9 @@ class RBFStd(nn.Module):
     buffers) and W = softplus(weight_free) (D, K), trained. The gate g(z) = 1 - exp(-GATE_STRENGTH S(z)),
     S(z) = sum_j exp(-(s_j ||z - e_j||^2)^GATE_POWER), has one flat-topped kernel of radius s_j^(-1/2) around each
     gate centre e_j (training codes): g is about 1 within a nearest-neighbour spacing of a code and falls to 0 off
-    the data, so sigma grows between codes at any latent dimension. The "shell" gate is instead a function of the
+    the data, so sigma grows between codes at any latent dimension. Its distances are measured after projecting
+    onto the codes' active directions (`gate_projection`; collapsed latent units, which the decoder ignores, and
+    along which posterior samples lie far from every code, do not count). The "shell" gate is instead a function of the
     Mahalanobis radius rho(z) = ||(z - m) L|| of the training codes (mean m, L L^T = inverse covariance):
     g = s((rho - rho_lo) / w_lo) s((rho_hi - rho) / w_hi) with the logistic s, rho_lo, rho_hi quantiles of the
     codes' radii and w = rho / shell_sharpness, so sigma rises inside the thin shell a high-d code cloud lies on
@@ -240,6 +242,7 @@ class RBFStd(nn.Module):
         if n_gate:
             self.register_buffer("gate_centers", torch.zeros(n_gate, config.latent_dim))
             self.register_buffer("gate_scales", torch.ones(n_gate))
+            self.register_buffer("gate_projection", torch.eye(config.latent_dim))  # onto the active directions
         else:
             self.gate_centers = None
             self.gate_scales = None
@@ -274,10 +277,11 @@ class RBFStd(nn.Module):
         return -torch.expm1(-GATE_STRENGTH * total).reshape(z.shape[:-1])
 
     def _nearest_gate_centres(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Offsets z - e_j (n, m, d) to the m = min(G, GATE_NEIGHBOURS) gate centres nearest each point of z (n, d),
-        and their scales (n, m). Farther kernels are below exp(-(1.5)^8) of a code's own and are left out: the
+        """Offsets (z - e_j) P (n, m, d) to the m = min(G, GATE_NEIGHBOURS) gate centres nearest each point of z (n, d),
+        with P the projection onto the codes' active directions, and their scales (n, m). Farther kernels are below exp(-(1.5)^8) of a code's own and are left out: the
         selection only changes where the kernels it swaps are negligible, so values and derivatives stay smooth."""
-        centres, scales = self.gate_centers, self.gate_scales
+        z = z @ self.gate_projection  # distances in the active directions only (collapsed units are ignored)
+        centres, scales = self.gate_centers @ self.gate_projection, self.gate_scales
         if centres.shape[0] <= GATE_NEIGHBOURS:
             return z.unsqueeze(-2) - centres, scales.expand(z.shape[0], -1)
         with torch.no_grad():
@@ -381,7 +385,7 @@ class RBFStd(nn.Module):
         parts.append(GATE_STRENGTH * outer * d_total)
         if second:
             dq_v = dq[along - 1]
-            ddq = 2.0 * scales * blocks[along].square().sum(-1, keepdim=True)
+            ddq = 2.0 * scales * (blocks[along] @ self.gate_projection).square().sum(-1, keepdim=True)
             curvature = kernels * ((p * q ** (p - 1) * dq_v).square() - p * (p - 1) * q ** (p - 2) * dq_v.square())
             dd_total = (curvature + slope * ddq).sum(-1)
             d_v = d_total[along - 1]

@@ -27,7 +27,7 @@ from lsg_graph.model.config import VAEConfig
 from lsg_graph.model.likelihood import _batches, _gaussian_log_prob, _kl_to_prior, _negative_elbo, _randn
 from lsg_graph.model.vae import VAE
 
-__all__ = ["RBF_FIELDS", "TrainReport", "active_directions", "refit_rbf", "train_vae"]
+__all__ = ["RBF_FIELDS", "TrainReport", "active_directions", "active_projection", "refit_rbf", "train_vae"]
 
 _ELBO_SAMPLES = 8  # Monte Carlo samples per point for the held-out ELBO in the training report
 
@@ -294,9 +294,12 @@ def _init_rbf(vae: VAE, data: Tensor, generator: torch.Generator) -> None:
     rbf.centers.copy_(torch.as_tensor(centers, dtype=rbf.centers.dtype))
     rbf.gammas.copy_(torch.as_tensor(gammas, dtype=rbf.gammas.dtype))
     if rbf.gate_centers is not None:
-        gate_centers, gate_scales = _gate_kernels(codes, rbf.gate_centers.shape[0], config.gate_scale, config.seed)
+        projection = active_projection(codes)
+        gate_centers, gate_scales = _gate_kernels(codes, rbf.gate_centers.shape[0], config.gate_scale, config.seed,
+                                                  projection)
         rbf.gate_centers.copy_(torch.as_tensor(gate_centers, dtype=rbf.gate_centers.dtype))
         rbf.gate_scales.copy_(torch.as_tensor(gate_scales, dtype=rbf.gate_scales.dtype))
+        rbf.gate_projection.copy_(torch.as_tensor(projection, dtype=rbf.gate_projection.dtype))
     if rbf.shell_mean is not None:
         mean, whiten, bounds = _shell(codes, config.shell_quantile)
         rbf.shell_mean.copy_(torch.as_tensor(mean, dtype=rbf.shell_mean.dtype))
@@ -314,6 +317,12 @@ def active_directions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return values, vectors, values >= ACTIVE_VARIANCE * max(float(values.max()), 1e-300)
 
 
+def active_projection(codes: np.ndarray) -> np.ndarray:
+    """The orthogonal projection (d, d) onto the active directions of codes (n, d) (`active_directions`)."""
+    _, vectors, active = active_directions(codes)
+    return vectors[:, active] @ vectors[:, active].T
+
+
 def _shell(codes: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The shell gate's mean (d,), whitening L (d, d) and radius bounds (2,) from training codes (n, d).
 
@@ -329,11 +338,14 @@ def _shell(codes: np.ndarray, quantile: float) -> tuple[np.ndarray, np.ndarray, 
     return mean, whiten, np.quantile(radii, [quantile, 1.0 - quantile])
 
 
-def _gate_kernels(codes: np.ndarray, n_centers: int, scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _gate_kernels(
+    codes: np.ndarray, n_centers: int, scale: float, seed: int, projection: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Gate centres (G, d) (the codes, or a seeded random subset of G of them) and scales s_j = h_j^-2 (G,).
 
-    The radius h_j is `scale` times the distance from centre j to its nearest other centre, clipped to
-    [0.5, 2] times the median of those distances (duplicates and isolated codes get sensible radii).
+    The radius h_j is `scale` times the distance from centre j to its nearest other centre (after `projection`,
+    (d, d), when given), clipped to [0.5, 2] times the median of those distances (duplicates and isolated codes
+    get sensible radii).
     """
     from scipy.spatial import cKDTree
 
@@ -342,7 +354,8 @@ def _gate_kernels(codes: np.ndarray, n_centers: int, scale: float, seed: int) ->
         codes = codes[chosen]
     if codes.shape[0] < 2:
         return codes, np.ones(codes.shape[0])
-    spacing = cKDTree(codes).query(codes, k=2)[0][:, 1]
+    projected = codes if projection is None else codes @ projection
+    spacing = cKDTree(projected).query(projected, k=2)[0][:, 1]
     positive = spacing[spacing > 0]
     median = float(np.median(positive)) if positive.size else 1.0
     radius = scale * np.clip(spacing, 0.5 * median, 2.0 * median)

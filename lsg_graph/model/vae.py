@@ -254,6 +254,9 @@ class VAE(nn.Module):
         rbf_fitted = meta.get("rbf_fitted")
         if not isinstance(rbf_fitted, bool):
             raise ArtifactError(f"{str(path)!r} has no valid 'rbf_fitted' flag (got {rbf_fitted!r}).")
+        if config.rbf_gate == "codes" and "rbf_std.gate_projection" not in tensors and "rbf_std.gate_centers" in tensors:
+            # saved before the gate measured distances in the active directions: all directions, as it did then
+            tensors["rbf_std.gate_projection"] = torch.eye(config.latent_dim, dtype=tensors["rbf_std.gate_centers"].dtype)
         with torch.device("meta"):  # shapes only: a forged config cannot make us allocate before the check
             skeleton = cls(config)
         _check_state(path, tensors, skeleton.state_dict())
