@@ -530,7 +530,7 @@ def cluster(
     old_k: int | None = typer.Option(None, "--k", hidden=True, help="Former name of --clusters (deprecated)."),
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
     seed: int = typer.Option(DEFAULT_SEED, help="Seed of the k-means++ initialisation."),
-    n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means (the best inertia is kept)."),
+    n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means and of the Euclidean k-means beside it (the best inertia is kept)."),
     no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Do not write clusters.png."),
     dpi: int = typer.Option(DEFAULT_DPI, help="Resolution of the figure (dots per inch)."),
     device: str = _device_option(),

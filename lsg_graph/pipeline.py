@@ -862,7 +862,7 @@ def cluster_run(
     train_if_missing: bool | None = None,
     dpi: int = 100,
 ) -> ClusterSummary:
-    """Geodesic k-means (and Euclidean k-means beside it) of the run's codes; writes clusters.csv and clusters.png.
+    """Geodesic k-means (and Euclidean k-means beside it, same n_init) of the run's codes; writes clusters.csv and clusters.png.
 
     The figure has a panel per clustering (geodesic, Euclidean) and one of the true labels when the codes have them.
     """
@@ -884,7 +884,7 @@ def cluster_run(
     with _progress.stage(f"geodesic k-means (k = {n_clusters})", total=1, unit="fit", show=progress) as bar:
         result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed, verbose=int(progress and n_init > 1))
         bar.update(1)
-    euclidean = KMeans(n_clusters, n_init=10, random_state=seed).fit(graph.codes).labels_.astype(np.int64)
+    euclidean = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(graph.codes).labels_.astype(np.int64)  # same n_init
     euclidean_scores = None if graph.labels is None else clustering_scores(graph.labels, euclidean)
     labels_path = Path(run_dir) / "clusters.csv"
     columns = [np.arange(graph.n_points), result.labels, euclidean]

@@ -176,6 +176,22 @@ def test_cluster_writes_labels_and_figure(built_run: Path) -> None:
     assert (built_run / "clusters.png").stat().st_size > 10_000
 
 
+def test_cluster_compares_with_euclidean_kmeans_at_the_same_n_init(built_run: Path, tmp_path: Path) -> None:
+    """The Euclidean column of clusters.csv is scikit-learn KMeans with the --n-init and --seed of the geodesic one."""
+    import shutil
+
+    from sklearn.cluster import KMeans
+
+    from lsg_graph.graph.latent_graph import LatentGraph
+
+    run = Path(shutil.copytree(built_run, tmp_path / "run"))
+    result = runner.invoke(app, ["cluster", "--run", str(run), "--clusters", "4", "--n-init", "2", "--seed", "3", "--no-figures"])
+    assert result.exit_code == 0, result.output
+    euclidean = np.loadtxt(run / "clusters.csv", delimiter=",", skiprows=1, dtype=int)[:, 2]
+    want = KMeans(4, n_init=2, random_state=3).fit(LatentGraph.load(run).codes).labels_
+    np.testing.assert_array_equal(euclidean, want)
+
+
 def test_walk_and_plot_write_files(built_run: Path) -> None:
     """`lsg-graph walk` writes trajectories and PNGs; `lsg-graph plot` writes the magnification map."""
     result = runner.invoke(app, ["walk", "--run", str(built_run), "--steps", "20", "--walkers", "3", "--step-size", "0.01"])
