@@ -9,7 +9,9 @@ variant shares encoder, mean decoder and W and only the gate differs). Per varia
 * held-out IWAE-16 on 400 held-out digits (nats per digit) and its change against no gate (target >= -1%);
 * active: latent directions whose code variance is at least 1e-2 of the largest (collapsed units are the rest).
 
-Run:  .venv/bin/python benchmarks/gate_variance.py [--dims 2 4 8 16 32 64]
+With `--free-bits F` the models are trained with VAEConfig(free_bits=F) (fewer collapsed units at high d).
+
+Run:  .venv/bin/python benchmarks/gate_variance.py [--dims 2 4 8 16 32 64] [--free-bits 0]
 Writes benchmarks/results/gate_variance.json.
 """
 
@@ -46,9 +48,9 @@ def pixel_sigma(vae: VAE, points: np.ndarray) -> float:
     return float(np.median(vae.rbf_std(torch.as_tensor(points, dtype=torch.float32)).mean(1).numpy()))
 
 
-def rows_for(d: int) -> list[dict[str, Any]]:
-    """Every gate's row at latent dimension d."""
-    model = trained(f"mnist{d}")
+def rows_for(d: int, free_bits: float = 0.0) -> list[dict[str, Any]]:
+    """Every gate's row at latent dimension d (model trained with `free_bits`, 0: the plain ELBO)."""
+    model = trained(f"mnist{d}", free_bits=free_bits) if free_bits else trained(f"mnist{d}")
     base, data, (train, held) = model.vae(), model.dataset(), model.split()
     codes = encode_codes(base, data.images[train]).astype(np.float64)
     off, spacing = off_data_points(codes, 2000, np.random.default_rng(0))
@@ -58,7 +60,7 @@ def rows_for(d: int) -> list[dict[str, Any]]:
         vae = with_gate(base, codes, **changes)
         iwae = float(np.mean(iwae_log_likelihood(vae, data.images[held][:400], "rbf", n_samples=16)))
         on, off_sigma = pixel_sigma(vae, codes), pixel_sigma(vae, off)
-        rows.append({"d": d, "active": active, "gate": name, "sigma_on": on, "sigma_off": off_sigma,
+        rows.append({"d": d, "free_bits": free_bits, "active": active, "gate": name, "sigma_on": on, "sigma_off": off_sigma,
                      "ratio": off_sigma / on, "iwae": iwae, "n_off": len(off), "spacing": spacing})
         rows[-1]["iwae_change"] = 100.0 * (iwae - rows[0]["iwae"]) / abs(rows[0]["iwae"])
     return rows
@@ -72,13 +74,14 @@ COLUMNS = [("d", "d", "g"), ("active", "active", "g"), ("gate", "gate", "str"), 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    parser.add_argument("--free-bits", type=float, default=0.0, help="models trained with free bits (VAEConfig)")
     parser.add_argument("--name", default="gate_variance")
     args = parser.parse_args(argv)
     use_threads(1)
     info = machine()
     rows: list[dict[str, Any]] = []
     for d in args.dims:
-        rows += rows_for(d)
+        rows += rows_for(d, args.free_bits)
         print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-len(GATES):]), flush=True)
         write_json(args.name, {"machine": {**info, "load_avg_end": finish(info)["load_avg_end"]}, "args": vars(args),
                                "gates": GATES, "rows": rows})

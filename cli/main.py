@@ -296,6 +296,7 @@ def train(
     gate_scale: float | None = typer.Option(None, "--gate-scale", help="Gate radius in nearest-neighbour spacings of the training codes (with --rbf-gate codes)."),
     shell_quantile: float | None = typer.Option(None, "--shell-quantile", help="Quantile of the Mahalanobis radii of the codes below which (and above 1 minus which) sigma rises (with --rbf-gate shell; default 0.02)."),
     shell_sharpness: float | None = typer.Option(None, "--shell-sharpness", help="Radius over logistic step width of the shell gate (with --rbf-gate shell; default 50)."),
+    free_bits: float | None = typer.Option(None, "--free-bits", help="Nats per latent unit the KL term does not penalise in stage 1 (keeps units active at high d; default 0)."),
     device: str = _device_option(),
     out: Path = typer.Option(Path("lsg-out"), "--out", "--run", help=RUN_HELP),
     quiet: bool = _quiet_option(),
@@ -308,7 +309,7 @@ def train(
     show = _setup(threads, quiet)
     summary = train_run(out, data, seed=seed, progress=show, device=device, latent_dim=latent_dim, epochs=epochs,
                         rbf_epochs=rbf_epochs, architecture=architecture, rbf_gate=rbf_gate, gate_scale=gate_scale,
-                        shell_quantile=shell_quantile, shell_sharpness=shell_sharpness)
+                        shell_quantile=shell_quantile, shell_sharpness=shell_sharpness, free_bits=free_bits)
     report = summary.report
     payload = {
         "data": summary.data, "n_train": summary.n_train, "n_held_out": summary.n_held_out,

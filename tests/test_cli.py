@@ -125,17 +125,18 @@ def test_train_on_user_arrays(tmp_path: Path) -> None:
 
 
 def test_train_with_the_shell_gate(tmp_path: Path) -> None:
-    """`train --rbf-gate shell --shell-quantile 0.05` saves a shell-gated model whose gate bounds hold the codes."""
+    """`train --rbf-gate shell --shell-quantile 0.05 --free-bits 0.3` saves a shell-gated model trained with free
+    bits whose gate bounds hold the codes."""
     from lsg_graph.model import VAE
 
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", x=rng.uniform(0, 1, (200, 10)).astype(np.float32), y=rng.integers(0, 3, 200))
     result = runner.invoke(app, ["train", "--data", f"npz:{tmp_path / 'data.npz'}", "--epochs", "2", "--rbf-epochs", "1",
-                                 "--latent-dim", "3", "--rbf-gate", "shell", "--shell-quantile", "0.05",
+                                 "--latent-dim", "3", "--rbf-gate", "shell", "--shell-quantile", "0.05", "--free-bits", "0.3",
                                  "--out", str(tmp_path / "run"), "-q"])
     assert result.exit_code == 0, result.output
     vae = VAE.load(tmp_path / "run")
-    assert vae.config.rbf_gate == "shell" and vae.config.shell_quantile == 0.05
+    assert vae.config.rbf_gate == "shell" and vae.config.shell_quantile == 0.05 and vae.config.free_bits == 0.3
     low, high = vae.rbf_std.shell_bounds.tolist()
     assert 0.0 < low < high
 

@@ -199,6 +199,30 @@ def test_refit_rbf_gated_sigma_rises_between_codes_and_keeps_the_rest() -> None:
         refit_rbf(vae, x, latent_dim=3)
 
 
+def test_free_bits_loss_is_the_elbo_at_zero_and_frees_small_kl_terms() -> None:
+    """_free_bits_loss with 0 free bits is the mean negative ELBO (same noise); with free bits every unit's KL below
+    them stops counting, so the loss drops by exactly the KL it forgave; bad values are refused; free_bits = 0 is
+    not written into saved configs (older files re-save byte for byte)."""
+    from lsg_graph.model.likelihood import _kl_to_prior, _negative_elbo
+    from lsg_graph.model.train import _free_bits_loss
+
+    vae = VAE(VAEConfig(input_dim=6, latent_dim=3, hidden_dims=(8,))).double()
+    x = torch.rand(20, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    plain = _negative_elbo(vae, x, vae.standard_std, torch.Generator().manual_seed(1)).mean()
+    free0 = _free_bits_loss(vae, x, torch.Generator().manual_seed(1), 0.0)
+    assert torch.allclose(plain, free0, rtol=1e-12)
+    with torch.no_grad():
+        mean_z, std_z = vae.encoder(x)
+    per_unit = torch.stack([_kl_to_prior(mean_z[:, j:j + 1], std_z[:, j:j + 1]).mean() for j in range(3)])
+    level = float(per_unit.max()) + 1.0  # above every unit's KL: the KL term is the constant 3 * level
+    free = _free_bits_loss(vae, x, torch.Generator().manual_seed(1), level)
+    assert torch.allclose(free.detach(), (plain - per_unit.sum() + 3 * level).detach(), rtol=1e-10)
+    with pytest.raises(InvalidInput, match="free_bits"):
+        VAEConfig(input_dim=5, free_bits=-1.0)
+    assert "free_bits" not in VAEConfig(input_dim=5).to_dict()
+    assert VAEConfig.from_dict(VAEConfig(input_dim=5, free_bits=0.5).to_dict()).free_bits == 0.5
+
+
 def test_configs_saved_before_the_gate_load_as_ungated() -> None:
     """A config dict without 'rbf_gate' (saved by an older version) means the paper's ungated network."""
     payload = dataclasses.asdict(VAEConfig(input_dim=5))

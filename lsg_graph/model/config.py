@@ -81,6 +81,9 @@ class VAEConfig:
     epochs, rbf_epochs : int, default 150, 50
         Epochs of stage 1 (encoder, mean, standard head) and stage 2 (RBF precision); rbf_epochs may be 0.
     batch_size : int, default 128
+    free_bits : float, default 0
+        Stage 1 only: each latent unit's batch-mean KL is penalised only above this many nats (free bits, Kingma
+        et al. 2016), which keeps units from collapsing to the prior at high d; 0 trains on the plain ELBO.
     learning_rate, rbf_learning_rate : float, default 2e-3, 1e-2
         Adam step sizes of the two stages.
     seed : int, default 0
@@ -109,6 +112,7 @@ class VAEConfig:
     rbf_epochs: int = 50
     batch_size: int = 128
     learning_rate: float = 2e-3
+    free_bits: float = 0.0  # stage 1: nats per latent unit the KL term does not penalise (0: the plain ELBO)
     rbf_learning_rate: float = 1e-2
     seed: int = DEFAULT_SEED
     architecture: str = DEFAULT_ARCHITECTURE  # "mlp", or "conv" for images (encoder and mean decoder; the std heads stay MLP/RBF)
@@ -142,6 +146,7 @@ class VAEConfig:
         set_("batch_size", check_positive_int(self.batch_size, "batch_size"))
         set_("learning_rate", check_float(self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True))
         set_("rbf_learning_rate", check_float(self.rbf_learning_rate, "rbf_learning_rate", 0.0, strict_minimum=True))
+        set_("free_bits", check_float(self.free_bits, "free_bits", minimum=0.0))
         set_("seed", check_seed(self.seed, "seed"))
         set_("architecture", check_choice(self.architecture, "architecture", ARCHITECTURES))
         set_("image_shape", _check_config_image_shape(self.image_shape, self.input_dim, self.architecture))
@@ -152,13 +157,15 @@ class VAEConfig:
         Returns
         -------
         dict
-            Every field by name, except the shell gate's settings when rbf_gate is not "shell" (so models saved
-            before that gate re-save byte for byte); `VAEConfig(**payload)` rebuilds the configuration.
+            Every field by name, except the shell gate's settings when rbf_gate is not "shell" and free_bits when
+            it is 0 (so models saved before them re-save byte for byte); `VAEConfig(**payload)` rebuilds the configuration.
         """
         payload = dataclasses.asdict(self)
         if self.rbf_gate != "shell":
             for name in SHELL_FIELDS:
                 payload.pop(name)
+        if self.free_bits == 0.0:
+            payload.pop("free_bits")
         payload["hidden_dims"] = list(self.hidden_dims)
         payload["image_shape"] = None if self.image_shape is None else list(self.image_shape)
         return payload

@@ -260,10 +260,21 @@ def _train_stage1(vae: VAE, data: Tensor, generator: torch.Generator, bar: Any) 
     vae.train()
 
     def batch_loss(x: Tensor) -> Tensor:
-        return _negative_elbo(vae, x, vae.standard_std, generator).mean()
+        if config.free_bits == 0.0:
+            return _negative_elbo(vae, x, vae.standard_std, generator).mean()
+        return _free_bits_loss(vae, x, generator, config.free_bits)
 
     return _run_epochs(optimizer, batch_loss, data, config.epochs, config.batch_size, generator, bar, 1,
                        "learning_rate", config.learning_rate)
+
+
+def _free_bits_loss(vae: VAE, x: Tensor, generator: torch.Generator, free_bits: float) -> Tensor:
+    """Stage-1 loss with free bits: -E log p(x|z) + sum_j max(free_bits, batch mean of KL_j), per sample, in nats."""
+    mean_z, std_z = vae.encoder(x)
+    z = mean_z + std_z * _randn(tuple(mean_z.shape), generator, mean_z)
+    per_unit = 0.5 * (mean_z**2 + std_z**2 - 1.0 - 2.0 * torch.log(std_z)).mean(0)  # (d,)
+    reconstruction = -_gaussian_log_prob(x, vae.mean_decoder(z), vae.standard_std(z)).mean()
+    return reconstruction + per_unit.clamp(min=free_bits).sum()
 
 
 @torch.no_grad()
