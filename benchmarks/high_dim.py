@@ -12,7 +12,7 @@ all variants share encoder and mean decoder (variants: "paper", "codes" gate, "s
   each divided by the length of the refined geodesic (`refine_geodesics`, method "auto"); converged count;
 * clustering: ARI of GeodesicKMeans (n_init as given) against scikit-learn KMeans with the same n_init, per seed.
 
-Run:  .venv/bin/python benchmarks/high_dim.py [--dims 2 4 8 16 32 64] [--pairs 20] [--seeds 3] [--n-init 10] [--variants paper codes shell]
+Run:  .venv/bin/python benchmarks/high_dim.py [--dims 2 4 8 16 32 64] [--pairs 20] [--seeds 3] [--n-init 10] [--variants paper codes shell] [--free-bits 0]
 Writes benchmarks/results/high_dim.json after every dimension.
 """
 
@@ -122,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=500)
     parser.add_argument("--iwae", type=int, default=32)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["paper", "codes", "shell"])
+    parser.add_argument("--free-bits", type=float, default=0.0, help="models trained with free bits (VAEConfig)")
     parser.add_argument("--name", default="high_dim")
     args = parser.parse_args(argv)
     use_threads(1)
     info = machine()
     rows: list[dict[str, Any]] = []
     for d in args.dims:
-        model = trained(f"mnist{d}")
+        model = trained(f"mnist{d}", free_bits=args.free_bits) if args.free_bits else trained(f"mnist{d}")
         data, (train, held) = model.dataset(), model.split()
         for variant in args.variants:
             vae = refit(model, **VARIANTS[variant]) if VARIANTS[variant] else model.vae()
