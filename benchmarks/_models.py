@@ -193,6 +193,11 @@ def trained(name: str = "digits", seed: int = 0, **overrides: Any) -> CachedMode
     return CachedModel(name, folder, data, seed, seconds)
 
 
+def mnist(latent_dim: int, free_bits: float = 0.0) -> CachedModel:
+    """The cached MNIST-5k model at `latent_dim`, trained on the plain ELBO or with `free_bits` (VAEConfig)."""
+    return trained(f"mnist{latent_dim}", free_bits=free_bits) if free_bits else trained(f"mnist{latent_dim}")
+
+
 def refit(model: CachedModel, **changes: Any) -> Any:
     """`model`'s VAE with its RBF head refitted on its training split (`refit_rbf(**changes)`), cached.
 

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, machine, table, use_threads, write_json  # noqa: E402
-from _models import trained, with_gate  # noqa: E402
+from _models import mnist, with_gate  # noqa: E402
 
 from lsg_graph.health import off_data_points  # noqa: E402
 from lsg_graph.model import VAE, encode_codes, iwae_log_likelihood  # noqa: E402
@@ -50,7 +50,7 @@ def pixel_sigma(vae: VAE, points: np.ndarray) -> float:
 
 def rows_for(d: int, free_bits: float = 0.0) -> list[dict[str, Any]]:
     """Every gate's row at latent dimension d (model trained with `free_bits`, 0: the plain ELBO)."""
-    model = trained(f"mnist{d}", free_bits=free_bits) if free_bits else trained(f"mnist{d}")
+    model = mnist(d, free_bits)
     base, data, (train, held) = model.vae(), model.dataset(), model.split()
     codes = encode_codes(base, data.images[train]).astype(np.float64)
     off, spacing = off_data_points(codes, 2000, np.random.default_rng(0))

@@ -32,7 +32,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, machine, table, use_threads, write_json  # noqa: E402
-from _models import refit, trained  # noqa: E402
+from _models import mnist, refit  # noqa: E402
 
 from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
 from lsg_graph.distances import distance_bounds  # noqa: E402
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     rows: list[dict[str, Any]] = []
     for d in args.dims:
-        model = trained(f"mnist{d}", free_bits=args.free_bits) if args.free_bits else trained(f"mnist{d}")
+        model = mnist(d, args.free_bits)
         data, (train, held) = model.dataset(), model.split()
         for variant in args.variants:
             vae = refit(model, **VARIANTS[variant]) if VARIANTS[variant] else model.vae()

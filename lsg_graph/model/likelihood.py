@@ -20,9 +20,14 @@ def _gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return (-0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * _LOG_2PI).sum(-1)
 
 
+def _kl_per_unit(mean: Tensor, std: Tensor) -> Tensor:
+    """KL(N(mean_j, std_j^2) || N(0, 1)) of each latent unit, in nats, shape (..., d)."""
+    return 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * torch.log(std))
+
+
 def _kl_to_prior(mean: Tensor, std: Tensor) -> Tensor:
     """KL(N(mean, diag(std^2)) || N(0, I)) summed over the last dim, in nats, shape (...)."""
-    return 0.5 * (mean**2 + std**2 - 1.0 - 2.0 * torch.log(std)).sum(-1)
+    return _kl_per_unit(mean, std).sum(-1)
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:

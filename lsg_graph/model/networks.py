@@ -402,7 +402,7 @@ class RBFStd(nn.Module):
         whitened = (z - self.shell_mean) @ self.shell_whiten
         rho = whitened.norm(dim=-1).clamp(min=1e-12)
         low, high = self.shell_bounds[0], self.shell_bounds[1]
-        rate_low, rate_high = self.shell_sharpness / low.clamp(min=1e-12), self.shell_sharpness / high
+        rate_low, rate_high = self.shell_sharpness / low.clamp(min=1e-12), self.shell_sharpness / high.clamp(min=1e-12)
         inner, outer = torch.sigmoid((rho - low) * rate_low), torch.sigmoid((high - rho) * rate_high)
         parts = [(inner * outer).unsqueeze(0)]
         if tangents is None:

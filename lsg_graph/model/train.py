@@ -24,7 +24,7 @@ from lsg_graph._threads import one_thread as _one_thread
 from lsg_graph._validation import check_array, resolve_device
 from lsg_graph.errors import InvalidInput
 from lsg_graph.model.config import VAEConfig
-from lsg_graph.model.likelihood import _batches, _gaussian_log_prob, _kl_to_prior, _negative_elbo, _randn
+from lsg_graph.model.likelihood import _batches, _gaussian_log_prob, _kl_per_unit, _kl_to_prior, _negative_elbo, _randn
 from lsg_graph.model.vae import VAE
 
 __all__ = ["RBF_FIELDS", "TrainReport", "active_directions", "active_projection", "refit_rbf", "train_vae"]
@@ -272,7 +272,7 @@ def _free_bits_loss(vae: VAE, x: Tensor, generator: torch.Generator, free_bits: 
     """Stage-1 loss with free bits: -E log p(x|z) + sum_j max(free_bits, batch mean of KL_j), per sample, in nats."""
     mean_z, std_z = vae.encoder(x)
     z = mean_z + std_z * _randn(tuple(mean_z.shape), generator, mean_z)
-    per_unit = 0.5 * (mean_z**2 + std_z**2 - 1.0 - 2.0 * torch.log(std_z)).mean(0)  # (d,)
+    per_unit = _kl_per_unit(mean_z, std_z).mean(0)  # (d,)
     reconstruction = -_gaussian_log_prob(x, vae.mean_decoder(z), vae.standard_std(z)).mean()
     return reconstruction + per_unit.clamp(min=free_bits).sum()
 
