@@ -51,7 +51,7 @@ from lsg_graph.manifolds import CAP_RADIUS, U_RANGE, V_RANGE, DevelopableSurface
 from lsg_graph.metric import PullbackMetric  # noqa: E402
 
 CAREFUL = RefineOptions(gn_segments=128, gn_max_segments=256, gn_rtol=1e-5, gn_tol=1e-10, gn_iter=400)
-PREVIOUS = RefineOptions(gn_memory=0, gn_float32_jacobians=False)  # the previous default: plain steps, float64 J
+PREVIOUS = RefineOptions(gn_segments=32, gn_spacing="equal")  # the previous default: 32 segments at equal times
 SAMPLES = 1000
 WITHIN = 1e-3
 
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--old-pairs", type=int, default=20)
     parser.add_argument("--careful-pairs", type=int, default=None)
     parser.add_argument("--previous-pairs", type=int, default=0,
-                        help="pairs for the previous default (auto without the Anderson extrapolation)")
+                        help="pairs for the previous default (auto with 32 segments at equal times)")
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--device", default="cpu", help="device of the VAE decoders (cpu, cuda)")
     parser.add_argument("--out", default="refine_fast")

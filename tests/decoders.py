@@ -32,3 +32,24 @@ class Bend(torch.nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat([z, self.scale * torch.sin(z[:, :1]) * z[:, 1:]], dim=1)
+
+
+class WarpedPlane:
+    """x = (sinh(c z1) / c, z2): a flat plane in a chart whose scale grows as cosh(c z1) (c = 3: 1 to 45 on
+    |z1| <= 1.5). Exact distance: the Euclidean one between the images. Geodesics are straight in the image, so
+    their latent speed varies by the same factor along the curve."""
+
+    latent_dim, output_dim = 2, 2
+
+    def __init__(self, c: float = 3.0) -> None:
+        self.c = c
+
+    def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.stack([torch.sinh(self.c * z[:, 0]) / self.c, z[:, 1]], dim=1), None
+
+    def distance(self, a, b):
+        """Exact distances (n,) between rows of float64 arrays a, b (n, 2)."""
+        import numpy as np
+
+        image = lambda z: np.stack([np.sinh(self.c * z[:, 0]) / self.c, z[:, 1]], axis=1)  # noqa: E731
+        return np.linalg.norm(image(a) - image(b), axis=1)

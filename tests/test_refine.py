@@ -151,10 +151,11 @@ def test_decode_gives_images_along_the_curve(surface, surface_results) -> None:
 
 
 def test_gauss_newton_non_convergence_warns_naming_gn_iter(surface) -> None:
-    """gn_iter=1: a ConvergenceWarning naming gn_iter; the curves are still no longer than the graph paths."""
+    """gn_iter=1 with gn_tol=1e-13 (one step from the start curve does not reach it): a ConvergenceWarning naming
+    gn_iter; the curves are still no longer than the graph paths."""
     _, _, metric, graph, pairs, _ = surface
     with pytest.warns(ConvergenceWarning, match=r"raise gn_iter \(now 1\)"):
-        results = refine_geodesics(metric, graph, pairs[:2], "gauss_newton", gn_iter=1)
+        results = refine_geodesics(metric, graph, pairs[:2], "gauss_newton", gn_iter=1, gn_tol=1e-13)
     assert all(r.length <= r.graph_length for r in results) and not all(r.converged for r in results)
 
 

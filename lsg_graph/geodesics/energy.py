@@ -18,7 +18,9 @@ from lsg_graph.metric import PullbackMetric
 
 ENERGY_CHECK_EVERY = 20  # L-BFGS iterations between per-pair convergence checks
 LBFGS_HISTORY = 20
+START_OVERSAMPLING = 4  # the start curve is sampled at this many times the first level's segments, then re-placed
 GN_QUADRATURE_NODES = 4  # Gauss-Legendre nodes per interval measuring Gauss-Newton splines (their intervals are short)
+GN_CURVE_NODES = 128  # ... and at least this many per curve (16 segments: 8 per interval)
 
 
 def _energy(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[_Candidate]:
@@ -128,31 +130,38 @@ def _polyline_lengths(metric: PullbackMetric, curves: np.ndarray) -> list[float]
 
 
 def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options: _Options) -> list[_Candidate]:
-    """Levenberg-Marquardt on the output-space energy (lsg_graph.geodesics.gn) from each problem's curve resampled by
-    metric arc length at gn_segments segments, or from the straight segment where that is shorter; then, for pairs
-    whose curve is still changing, again with twice the segments (started from the spline through the last nodes),
-    until two levels agree in length to gn_rtol or gn_max_segments is reached. The shortest converged level is kept.
+    """Levenberg-Marquardt on the output-space energy (lsg_graph.geodesics.gn) from each problem's curve, or from the
+    straight segment where that is shorter, at gn_segments segments; then, for pairs whose curve is still changing,
+    again with twice the segments (started from the spline through the last nodes), until two levels agree in length
+    to gn_rtol or gn_max_segments is reached. The shortest converged level is kept.
 
-    The result is the C2 cubic spline through the nodes (Hermite form), measured by quadrature of the metric speed.
+    With gn_spacing "latent" every level's start nodes are equally spaced in latent arc length along the previous
+    curve (the start curve: sampled at START_OVERSAMPLING times the segments) and timed by its output arc length
+    (gn.equal_spacing); with "equal" they sit at equal metric length. The result is the C2 cubic spline through the
+    nodes (Hermite form, at equal parameter steps), measured by quadrature of the metric speed.
     """
-    from lsg_graph.geodesics.gn import solve_in_chunks, upsample
+    from lsg_graph.geodesics.gn import respaced, solve_in_chunks, upsample
 
     device, dtype = _working(metric)
     count = options.gn_segments
-    fractions = np.linspace(0.0, 1.0, count + 1)
+    latent = options.gn_spacing == "latent"
+    fractions = np.linspace(0.0, 1.0, (START_OVERSAMPLING if latent else 1) * count + 1)
     starts = np.stack([_resample(p, fractions) for p in problems])
     straight = _straight_lengths(metric, starts[:, 0], starts[:, -1])
     shorter = straight < np.array([p.edges.sum() if len(p.edges) else np.inf for p in problems])
     line = starts[:, :1] + fractions[None, :, None] * (starts[:, -1:] - starts[:, :1])
     starts[shorter] = line[shorter]
     curves = torch.as_tensor(starts, dtype=dtype, device=device)
+    times = None
+    if latent:
+        curves, times = respaced(metric, curves, count, smooth=False)
     rows = np.arange(len(problems))
     best: list[_Candidate | None] = [None] * len(problems)
     spent = np.zeros(len(problems), dtype=np.int64)
     while True:
         state = solve_in_chunks(
             metric, curves, options.gn_tol, options.gn_iter, options.ridge, options.gn_memory,
-            options.gn_float32_jacobians,
+            options.gn_float32_jacobians, times,
         )
         level = _level_candidates(metric, state, options, count)
         going = []
@@ -171,7 +180,11 @@ def _gauss_newton(metric: PullbackMetric, problems: Sequence[_Problem], options:
             break
         count *= 2
         rows = rows[keep]
-        curves = upsample(state.curves[torch.as_tensor(keep, device=state.curves.device)], count)
+        solved = state.curves[torch.as_tensor(keep, device=state.curves.device)]
+        if latent:
+            curves, times = respaced(metric, solved, count, smooth=True)
+        else:
+            curves = upsample(solved, count)
     return [candidate for candidate in best if candidate is not None]
 
 
@@ -183,7 +196,7 @@ def _level_candidates(metric: PullbackMetric, state: EnergyState, options: _Opti
     velocities = spline_velocities(curves)
     lengths = hermite_lengths(
         metric, state.curves, torch.as_tensor(velocities, dtype=state.curves.dtype, device=state.curves.device),
-        ~state.failed, nodes=GN_QUADRATURE_NODES,
+        ~state.failed, nodes=max(GN_QUADRATURE_NODES, -(-GN_CURVE_NODES // count)),
     )
     candidates = []
     for i in range(len(curves)):

@@ -1,18 +1,25 @@
 """Levenberg-Marquardt (damped Gauss-Newton) on the discrete curve energy in output space, batched over pairs.
 
-A curve from a to b is N + 1 latent nodes z_0 = a, z_1 .. z_{N-1}, z_N = b at equal times. Its discrete energy in
-the decoder's output space is
+A curve from a to b is N + 1 latent nodes z_0 = a, z_1 .. z_{N-1}, z_N = b at times 0 = t_0 < ... < t_N = 1
+(equal times unless given). Its discrete energy in the decoder's output space is
 
-    E(z) = N * sum_i ||g(z_{i+1}) - g(z_i)||^2,   g = [mu; sigma] (the stacked decoder),
+    E(z) = sum_i ||g(z_{i+1}) - g(z_i)||^2 / (t_{i+1} - t_i),   g = [mu; sigma] (the stacked decoder),
 
-whose minimisers are discrete geodesics: the decoded nodes are equally spaced and the second difference of the
-decoded curve is normal to the decoder's tangent space at every interior node,
+(N * sum_i ||g(z_{i+1}) - g(z_i)||^2 at equal times), whose minimisers are discrete geodesics: the decoded chords are
+proportional to the time steps and, with interval weights w_i = 1 / (N (t_{i+1} - t_i)), the weighted second
+difference of the decoded curve is normal to the decoder's tangent space at every interior node,
 
-    J_k^T (g_{k+1} - 2 g_k + g_{k-1}) = 0,   J_k = J_g(z_k)          (the discrete geodesic equation).
+    J_k^T (w_k (g_{k+1} - g_k) - w_{k-1} (g_k - g_{k-1})) = 0,   J_k = J_g(z_k)   (the discrete geodesic equation).
 
-Linearising the residuals r_i = g(z_{i+1}) - g(z_i) gives the Gauss-Newton normal equations H dz = -b with
-b_k = J_k^T (r_{k-1} - r_k) (half the energy gradient over N, i.e. minus the left-hand side above) and the
-block-tridiagonal H: H_kk = 2 J_k^T J_k, H_{k,k+1} = -J_k^T J_{k+1}. They are solved by a block Cholesky (Thomas)
+The times only choose where along the geodesic the nodes sit. `equal_spacing` picks them so that the nodes are
+equally spaced in latent arc length (the times follow the output arc length): a cubic spline through such nodes
+represents a geodesic whose latent speed varies strongly (docs/geodesics.md) far better than one through nodes at
+equal metric length.
+
+Linearising the weighted residuals r_i = sqrt(w_i) (g(z_{i+1}) - g(z_i)) gives the Gauss-Newton normal equations
+H dz = -b with b_k = J_k^T (w_{k-1} (g_k - g_{k-1}) - w_k (g_{k+1} - g_k)) (half the energy gradient over N, i.e.
+minus the left-hand side above) and the block-tridiagonal H: H_kk = (w_{k-1} + w_k) J_k^T J_k,
+H_{k,k+1} = -w_k J_k^T J_{k+1}. They are solved by a block Cholesky (Thomas)
 recursion over the nodes, batched over pairs, O(N d^3) per pair. Each pair has its own Levenberg-Marquardt damping
 lambda (H_kk + lambda s_k I, s_k = trace(H_kk) / d), a trial step is accepted when it lowers that pair's energy, and
 lambda follows Nielsen's rule. Jacobians are computed at accepted points only (forward mode, the decoder's fused
@@ -47,7 +54,7 @@ ROUNDING_FLOOR = 64.0  # the relative decrement tolerance never goes below this 
 RIDGE_FLOOR = 1e3  # the relative ridge of the blocks is at least this many machine epsilons (float32: 1.2e-4)
 INITIAL_DAMPING = 1e-4  # lambda at the start, relative to each node's scale
 MAX_DAMPING = 1e10  # a pair whose lambda exceeds this stalled (no step lowers its energy)
-JACOBIAN_ELEMENTS = 1 << 24  # output elements of one Jacobian chunk (nodes x (d + 4) x P), bounds memory
+JACOBIAN_ELEMENTS = 1 << 20  # output elements of one Jacobian chunk (nodes x (d + 4) x P): bounds memory, stays in cache
 VALUE_ROWS = 1 << 14  # decoder rows of one value chunk
 ANDERSON_RIDGE = 1e-10  # relative ridge of its least-squares problem
 
@@ -201,14 +208,18 @@ def _block_cholesky_solve(diagonal: Tensor, upper: Tensor, rhs: Tensor) -> tuple
     return torch.where(ok[:, None, None], solution, 0.0), ok
 
 
-def _energies(values: Tensor) -> Tensor:
-    """sum_i ||g_{i+1} - g_i||^2 (n,) from decoded nodes (n, N + 1, P); NaN where a node is not finite."""
-    return (values[:, 1:] - values[:, :-1]).square().sum(dim=(1, 2))
+def _energies(values: Tensor, weights: Tensor) -> Tensor:
+    """sum_i w_i ||g_{i+1} - g_i||^2 (n,) from decoded nodes (n, N + 1, P) and interval weights (n, N); NaN where a
+    node is not finite."""
+    return ((values[:, 1:] - values[:, :-1]).square().sum(dim=2) * weights).sum(dim=1)
 
 
-def _normal_equations(decoded: _Decoded, curves: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gauss-Newton blocks at curves (m, N + 1, d): diagonal (m, K, d, d), upper (m, K - 1, d, d), b (m, K, d) and
-    finite (m,), K = N - 1 interior nodes; chunked over pairs so the Jacobians of one chunk fit in memory."""
+def _normal_equations(
+    decoded: _Decoded, curves: Tensor, values: Tensor, weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gauss-Newton blocks at curves (m, N + 1, d) with interval weights (m, N): diagonal (m, K, d, d), upper
+    (m, K - 1, d, d), b (m, K, d) and finite (m,), K = N - 1 interior nodes; chunked over pairs so the Jacobians of
+    one chunk fit in memory."""
     m, count, d = curves.shape
     k = count - 2
     width = decoded.width
@@ -220,13 +231,16 @@ def _normal_equations(decoded: _Decoded, curves: Tensor, values: Tensor) -> tupl
         rows = slice(begin, min(m, begin + per_chunk))
         flat = decoded.jacobians(curves[rows, 1:-1].reshape(-1, d)).to(curves.dtype)  # J_k^T of the nodes (count, d, P)
         transposed = flat.reshape(-1, k, d, width)
-        residual = values[rows, 1:] - values[rows, :-1]
-        diagonal[rows] = 2.0 * (transposed @ transposed.transpose(2, 3))
+        w = weights[rows]
+        residual = (values[rows, 1:] - values[rows, :-1]) * w[:, :, None]
+        gram = transposed @ transposed.transpose(2, 3)
+        diagonal[rows] = (w[:, :-1] + w[:, 1:])[:, :, None, None] * gram
         if k > 1:  # J_k^T J_{k+1} over the flat node sequence (contiguous operands; the products across pairs dropped)
             coupled = torch.bmm(flat[:-1], flat[1:].transpose(1, 2))
-            upper[rows] = -torch.cat([coupled, coupled.new_zeros(1, d, d)]).reshape(-1, k, d, d)[:, :-1]
-        weights = residual[:, :-1] - residual[:, 1:]  # 2 g_k - g_{k-1} - g_{k+1}
-        gradient[rows] = (transposed @ weights.unsqueeze(-1)).squeeze(-1)
+            coupled = torch.cat([coupled, coupled.new_zeros(1, d, d)]).reshape(-1, k, d, d)[:, :-1]
+            upper[rows] = -w[:, 1:-1, None, None] * coupled
+        combined = residual[:, :-1] - residual[:, 1:]  # w_{k-1} (g_k - g_{k-1}) - w_k (g_{k+1} - g_k)
+        gradient[rows] = (transposed @ combined.unsqueeze(-1)).squeeze(-1)
     finite = torch.isfinite(diagonal).all(dim=(1, 2, 3)) & torch.isfinite(gradient).all(dim=(1, 2))
     return diagonal, upper, gradient, finite
 
@@ -242,7 +256,7 @@ def _damped(diagonal: Tensor, damping: Tensor, ridge: float) -> Tensor:
 
 def levenberg_marquardt(
     metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8,
-    memory: int = 0, float32_jacobians: bool = False,
+    memory: int = 0, float32_jacobians: bool = False, times: Tensor | None = None,
 ) -> EnergyState:
     """Minimise the output-space discrete energy of curves (n, N + 1, d) (N >= 2) over their interior nodes.
 
@@ -251,7 +265,8 @@ def levenberg_marquardt(
     `memory` is the Anderson extrapolation's history (0: plain Levenberg-Marquardt steps); float32_jacobians takes
     the Jacobians of a float64 VAE decoder from a float32 copy (`_Decoded`): the products J^T J, J_k^T J_{k+1} and
     J^T r are still formed in float64 (an exact Gram matrix of the rounded Jacobians, so no float32 ridge); a tol
-    below ROUNDING_FLOOR float32 epsilons (7.6e-6) keeps the float64 Jacobians it needs.
+    below ROUNDING_FLOOR float32 epsilons (7.6e-6) keeps the float64 Jacobians it needs. `times` (n, N + 1),
+    increasing from 0 to 1, are the nodes' times (None: equal times; module docstring).
     """
     float32_jacobians = float32_jacobians and float(tol) >= ROUNDING_FLOOR * torch.finfo(torch.float32).eps
     decoded = _Decoded(metric, float32_jacobians)
@@ -261,7 +276,8 @@ def levenberg_marquardt(
     threshold = max(float(tol), ROUNDING_FLOOR * torch.finfo(decoded.jacobian_dtype).eps)
     ridge = max(float(ridge), RIDGE_FLOOR * torch.finfo(dtype).eps)  # float32 Cholesky of a rank-deficient J^T J
     values = decoded.values(curves.reshape(-1, d)).reshape(n, count, -1)
-    energy = _energies(values)
+    weights = _weights(times, n, count, curves)
+    energy = _energies(values, weights)
     failed = ~torch.isfinite(energy)
     converged = torch.zeros(n, dtype=torch.bool, device=device)
     n_iter = torch.zeros(n, dtype=torch.long, device=device)
@@ -278,7 +294,7 @@ def levenberg_marquardt(
     while True:
         rows = (stale & ~converged & ~failed).nonzero()[:, 0]
         if len(rows):
-            blocks = _normal_equations(decoded, curves[rows], values[rows])
+            blocks = _normal_equations(decoded, curves[rows], values[rows], weights[rows])
             diagonal[rows], upper[rows], gradient[rows] = blocks[:3]
             failed[rows[~blocks[3]]] = True
             step, ok = block_tridiagonal_solve(_damped(diagonal[rows], torch.zeros_like(damping[rows]), ridge), upper[rows], -gradient[rows])
@@ -296,10 +312,10 @@ def levenberg_marquardt(
         trial[:, 1:-1] += step
         trial_values = values[rows].clone()
         trial_values[:, 1:-1] = decoded.values(trial[:, 1:-1].reshape(-1, d)).reshape(len(rows), k, -1)
-        trial_energy = _energies(trial_values)
+        trial_energy = _energies(trial_values, weights[rows])
         if history.size:
             history.record(rows, curves[rows, 1:-1], step)
-            _try_extrapolation(decoded, history, rows, ok, trial, trial_values, trial_energy)
+            _try_extrapolation(decoded, history, rows, ok, trial, trial_values, trial_energy, weights[rows])
         predicted = -(g * step).sum(dim=(1, 2))  # >= 0 for the damped (positive definite) system
         gain = (energy[rows] - trial_energy) / torch.where(predicted > 0, predicted, torch.ones_like(predicted))
         accept = ok & torch.isfinite(trial_energy) & (trial_energy < energy[rows])
@@ -314,6 +330,13 @@ def levenberg_marquardt(
         growth[rejected] *= 2.0
         failed[rejected[damping[rejected] > MAX_DAMPING]] = True
     return EnergyState(curves, decrement, converged, failed, n_iter, energy * (count - 1), n_jacobians)
+
+
+def _weights(times: Tensor | None, n: int, count: int, like: Tensor) -> Tensor:
+    """Interval weights w_i = 1 / (N (t_{i+1} - t_i)) (n, N) of node times (n, N + 1); ones for equal times."""
+    if times is None:
+        return like.new_ones(n, count - 1)
+    return 1.0 / ((count - 1) * (times[:, 1:] - times[:, :-1]).to(like))
 
 
 class _History:
@@ -360,7 +383,7 @@ class _History:
 
 def _try_extrapolation(
     decoded: _Decoded, history: _History, rows: Tensor, ok: Tensor, trial: Tensor, trial_values: Tensor,
-    trial_energy: Tensor,
+    trial_energy: Tensor, weights: Tensor,
 ) -> None:
     """Replace the trials (in place) of pairs `rows` by their Anderson extrapolations where those are finite and
     lower the energy below the plain trial's."""
@@ -372,7 +395,7 @@ def _try_extrapolation(
     proposal[:, 1:-1] = history.extrapolate(rows[chosen]).reshape(m, count - 2, d)
     values = trial_values[chosen].clone()
     values[:, 1:-1] = decoded.values(proposal[:, 1:-1].reshape(-1, d)).reshape(m, count - 2, -1)
-    energy = _energies(values)
+    energy = _energies(values, weights[chosen])
     plain = torch.where(torch.isfinite(trial_energy[chosen]), trial_energy[chosen], torch.inf)
     better = torch.isfinite(energy) & (energy < plain)
     taken = chosen[better]
@@ -392,20 +415,76 @@ def upsample(curves: Tensor, n_segments: int) -> Tensor:
     return out
 
 
+def respaced(metric: PullbackMetric, curves: Tensor, n_segments: int, smooth: bool) -> tuple[Tensor, Tensor]:
+    """`equal_spacing` of curves (n, M + 1, d), decoding their nodes with the metric's decoder."""
+    n, count, d = curves.shape
+    values = _Decoded(metric).values(curves.reshape(-1, d)).reshape(n, count, -1)
+    return equal_spacing(curves, values, n_segments, smooth)
+
+
+def equal_spacing(curves: Tensor, values: Tensor, n_segments: int, smooth: bool) -> tuple[Tensor, Tensor]:
+    """Nodes (n, n_segments + 1, d) equally spaced in latent arc length along curves (n, M + 1, d), and their times
+    (n, n_segments + 1): the fraction of output-space arc length before each node.
+
+    Both arc lengths are measured by chords, latent ||z_{i+1} - z_i|| and output ||g_{i+1} - g_i|| from the decoded
+    nodes `values` (n, M + 1, P). With `smooth` the new nodes lie on the C2 cubic spline through the nodes at equal
+    times, else on their polyline. Times are floored at MIN_TIME_STEP of an equal step (then renormalised) so
+    every interval keeps a finite weight.
+    """
+    from lsg_graph.geodesics.curves import hermite_sample, polyline_sample, spline_velocities
+
+    points = curves.detach().cpu().double().numpy()
+    decoded = values.detach().cpu().double().numpy()
+    latent = np.linalg.norm(np.diff(points, axis=1), axis=2)
+    output = np.linalg.norm(np.diff(decoded, axis=1), axis=2)
+    m = points.shape[1] - 1
+    grid = np.linspace(0.0, 1.0, m + 1)
+    targets = np.linspace(0.0, 1.0, n_segments + 1)
+    velocities = spline_velocities(points) if smooth else None
+    nodes, times = [], []
+    for i in range(len(points)):
+        arc = _fractions(latent[i], grid)
+        at = np.interp(targets, arc, grid)
+        if smooth:
+            nodes.append(hermite_sample(points[i], velocities[i], at)[0])
+        else:
+            nodes.append(polyline_sample(points[i], grid, at))
+        steps = np.maximum(np.diff(np.interp(at, grid, _fractions(output[i], arc))), MIN_TIME_STEP / n_segments)
+        times.append(np.concatenate([[0.0], np.cumsum(steps) / steps.sum()]))
+    out = torch.as_tensor(np.stack(nodes), dtype=curves.dtype, device=curves.device)
+    out[:, 0], out[:, -1] = curves[:, 0], curves[:, -1]
+    return out, torch.as_tensor(np.stack(times), dtype=curves.dtype, device=curves.device)
+
+
+MIN_TIME_STEP = 1e-2  # an interval's time is at least this fraction of an equal step
+
+
+def _fractions(lengths: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Cumulative fractions (M + 1,) of interval lengths (M,), 0 to 1; `fallback` where they sum to 0 or are not
+    finite (for output lengths: the latent fractions, which give the new nodes equal times)."""
+    total = lengths.sum()
+    if not np.isfinite(total) or total <= 0.0:
+        return fallback
+    return np.concatenate([[0.0], np.cumsum(lengths) / total])
+
+
 BLOCK_ELEMENTS = 1 << 24  # elements of the d x d blocks held for one levenberg_marquardt call (bounds memory)
 
 
 def solve_in_chunks(
     metric: PullbackMetric, curves: Tensor, tol: float, max_iter: int, ridge: float = 1e-8,
-    memory: int = 0, float32_jacobians: bool = False,
+    memory: int = 0, float32_jacobians: bool = False, times: Tensor | None = None,
 ) -> EnergyState:
     """levenberg_marquardt on chunks of pairs so that each call holds at most BLOCK_ELEMENTS block elements."""
     n, count, d = curves.shape
     per_chunk = max(1, BLOCK_ELEMENTS // max(1, (count - 2) * d * d))
     if n <= per_chunk:
-        return levenberg_marquardt(metric, curves, tol, max_iter, ridge, memory, float32_jacobians)
+        return levenberg_marquardt(metric, curves, tol, max_iter, ridge, memory, float32_jacobians, times)
     parts = [
-        levenberg_marquardt(metric, curves[i : i + per_chunk], tol, max_iter, ridge, memory, float32_jacobians)
+        levenberg_marquardt(
+            metric, curves[i : i + per_chunk], tol, max_iter, ridge, memory, float32_jacobians,
+            None if times is None else times[i : i + per_chunk],
+        )
         for i in range(0, n, per_chunk)
     ]
     return EnergyState(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(EnergyState)))

@@ -15,14 +15,16 @@ DEFAULT_SEGMENTS = 8  # shooting segments of the first pass (1: single shooting)
 DEFAULT_POINTS = 64  # energy curve nodes
 DEFAULT_ENERGY_ITER = 500  # L-BFGS iterations (energy method and fallback)
 DEFAULT_RIDGE = 1e-8  # relative ridge added to M in the geodesic equation (and to the Gauss-Newton blocks)
-DEFAULT_GN_SEGMENTS = 32  # segments (nodes - 1) of the first Gauss-Newton level
+DEFAULT_GN_SEGMENTS = 16  # segments (nodes - 1) of the first Gauss-Newton level
 DEFAULT_GN_MAX_SEGMENTS = 128  # ... doubled per level up to this many
 DEFAULT_GN_RTOL = 1e-3  # ... until two levels agree in length to this relative difference
 DEFAULT_GN_TOL = 1e-4  # Gauss-Newton convergence: relative decrement (docs/geodesics.md)
 DEFAULT_GN_ITER = 100  # Levenberg-Marquardt trial steps per level
 DEFAULT_GN_MEMORY = 3  # Anderson extrapolation memory of the Levenberg-Marquardt solver (0: plain steps)
+DEFAULT_GN_SPACING = "latent"  # where the Gauss-Newton nodes sit along the curve (GN_SPACINGS)
 DEFAULT_GN_FLOAT32_JACOBIANS = True  # Gauss-Newton Jacobians of float64 VAE decoders from a float32 copy
 DEFAULT_POLISH_DIM = 2  # method "auto" polishes Gauss-Newton curves by shooting up to this latent dimension
+GN_SPACINGS = ("latent", "equal")
 FALLBACK_NAMES = ("energy", "none")
 INITIAL_NAMES = ("energy", "graph")
 KEEP_RTOL = 1e-9  # a converged curve this close above the graph length means the graph path is already geodesic
@@ -63,6 +65,12 @@ class RefineOptions:
         For a float64 VAE decoder (one with the fused Jacobian pass), take the Gauss-Newton Jacobians from a float32
         copy; decoder values, energies, lengths and the normal equations stay float64. A gn_tol below 64 float32
         epsilons (7.6e-6) uses float64 Jacobians regardless.
+    gn_spacing : {"latent", "equal"}, default DEFAULT_GN_SPACING
+        Where the Gauss-Newton nodes sit along the curve: "latent", equally spaced in latent arc length (each level
+        re-places them; their times follow the output-space arc length, so the discrete energy still describes a
+        constant-speed curve), or "equal", at equal times (equally spaced in metric length). A spline through
+        latent-spaced nodes represents a curve whose latent speed varies strongly far more accurately
+        (docs/geodesics.md).
     polish_dim : int, default DEFAULT_POLISH_DIM
         Method "auto" polishes Gauss-Newton curves by shooting when the latent dimension is at most this and the
         metric computes in float64 (0: never).
@@ -85,6 +93,7 @@ class RefineOptions:
     gn_memory: int = DEFAULT_GN_MEMORY
     gn_float32_jacobians: bool = DEFAULT_GN_FLOAT32_JACOBIANS
     polish_dim: int = DEFAULT_POLISH_DIM
+    gn_spacing: str = DEFAULT_GN_SPACING
 
     def __post_init__(self) -> None:
         """Validate every field."""
@@ -107,6 +116,7 @@ class RefineOptions:
             raise invalid_parameter("gn_float32_jacobians", "True or False", repr(self.gn_float32_jacobians))
         object.__setattr__(self, "gn_float32_jacobians", bool(self.gn_float32_jacobians))
         check_int(self.polish_dim, "polish_dim", minimum=0)
+        check_choice(self.gn_spacing, "gn_spacing", GN_SPACINGS)
 
 
 _Options = RefineOptions
