@@ -4,7 +4,7 @@ Usage:  python benchmarks/refine_fast.py [--cases surfaces,digits,mnist8,mnist16
                                         [--surface-pairs S] [--old-pairs O] [--careful-pairs C] [--previous-pairs R]
                                         [--float32] [--device cuda]
 
-Cases (one process, one CPU thread for refinement, as lsg_graph.geodesics does itself):
+Cases (one process, one torch thread; --jobs J runs refine_geodesics with n_jobs=J, J threads over its batches):
 
 * surfaces: SphereChart and DevelopableSurface, 1000 sampled codes, k = 12 graph, S pairs (default 50) farther
   apart than a quarter of the domain's diameter. Per method: the relative error of the reported length and of the
@@ -56,13 +56,16 @@ SAMPLES = 1000
 WITHIN = 1e-3
 
 
-def run(metric: PullbackMetric, graph: Any, pairs: np.ndarray, method: str, options: RefineOptions | None = None
-        ) -> tuple[list[GeodesicResult], float, int]:
-    """Results, wall seconds and ConvergenceWarnings of one refine_geodesics call."""
+JOBS = [1]  # refine_geodesics n_jobs values (--jobs): the new default runs with each, the others with the first
+
+
+def run(metric: PullbackMetric, graph: Any, pairs: np.ndarray, method: str, options: RefineOptions | None = None,
+        n_jobs: int | None = None) -> tuple[list[GeodesicResult], float, int]:
+    """Results, wall seconds and ConvergenceWarnings of one refine_geodesics call (n_jobs default JOBS[0])."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         started = time.perf_counter()
-        results = refine_geodesics(metric, graph, pairs, method, options)
+        results = refine_geodesics(metric, graph, pairs, method, options, n_jobs=n_jobs or JOBS[0])
         seconds = time.perf_counter() - started
     return results, seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
 
@@ -143,8 +146,10 @@ def vae_case(
     careful, seconds, n_warnings = run(metric, graph, pairs[:careful_pairs], "gauss_newton", CAREFUL)
     rows = [summary(name, "careful", careful, seconds, n_warnings, None)]
     print(f"  {name} careful: {seconds:.1f} s", flush=True)
-    new, seconds, n_warnings = run(metric, graph, pairs, "auto")
-    rows.append(summary(name, "new", new, seconds, n_warnings, careful))
+    for jobs in JOBS:
+        new, seconds, n_warnings = run(metric, graph, pairs, "auto", n_jobs=jobs)
+        label = "new" if jobs == JOBS[0] else f"new, n_jobs={jobs}"
+        rows.append(summary(name, label, new, seconds, n_warnings, careful))
     print(f"  {name} new: {seconds:.1f} s", flush=True)
     if previous_pairs > 0:
         earlier, seconds, n_warnings = run(metric, graph, pairs[:previous_pairs], "auto", PREVIOUS)
@@ -186,8 +191,11 @@ def main() -> None:
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--device", default="cpu", help="device of the VAE decoders (cpu, cuda)")
     parser.add_argument("--out", default="refine_fast")
+    parser.add_argument("--jobs", default="1", help="refine_geodesics n_jobs values, comma-separated (threads over the batches)")
     args = parser.parse_args()
     use_threads(1)
+    global JOBS
+    JOBS = [int(value) for value in args.jobs.split(",")]
     cases = [case for case in args.cases.split(",") if case]
     payload: dict[str, Any] = {"machine": machine(), "arguments": vars(args), "surfaces": [], "vae": []}
     for case in cases:

@@ -443,3 +443,27 @@ def test_vae_refined_lengths_never_exceed_graph_lengths(small_vae_graph) -> None
     assert all(result.length <= result.graph_length for result in results)
     assert any(result.length < result.graph_length for result in results)
     assert all(np.isfinite(result.points).all() for result in results)
+
+
+def test_n_jobs_does_not_change_results(tiny_vae, digits, monkeypatch) -> None:
+    """A VAE decoder (fused passes), three batches of 16 pairs on 1 or 2 threads: the same curves and lengths, bit
+    for bit; a bad n_jobs is refused naming it."""
+    from lsg_graph.geodesics import refine
+    from lsg_graph.model import encode_codes
+
+    monkeypatch.setattr(refine, "CPU_BATCH_WORK", 16 * tiny_vae.config.latent_dim)
+    metric = PullbackMetric(tiny_vae.decoder("rbf"))
+    codes = encode_codes(tiny_vae, digits[:300])
+    graph = build_latent_graph(metric, codes, k=8)
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, len(codes), (40, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    assert len(pairs) > 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = refine_geodesics(metric, graph, pairs, "gauss_newton", n_jobs=1, gn_iter=5)
+        two = refine_geodesics(metric, graph, pairs, "gauss_newton", n_jobs=2, gn_iter=5)
+    assert [r.length for r in one] == [r.length for r in two]
+    assert all(np.array_equal(a.points, b.points) for a, b in zip(one, two))
+    with pytest.raises(InvalidInput, match="n_jobs"):
+        refine_geodesics(metric, graph, pairs[:2], n_jobs=0)

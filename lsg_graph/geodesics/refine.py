@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from lsg_graph._threads import resolve_threads
 from lsg_graph._validation import check_array, check_choice, check_int, check_positive_int
 from lsg_graph.errors import ConvergenceWarning, DecoderError, InvalidInput
 from lsg_graph.geodesics.curves import hermite_sample, polyline_sample
@@ -402,10 +404,20 @@ def _trivial(problem: _Problem) -> GeodesicResult:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+CPU_BATCH_WORK = 512  # pairs x latent dimension of one batch on the CPU (at least 8 pairs); batches run on n_jobs threads
+
+
 def _refine(
-    metric: PullbackMetric, problems: list[_Problem], method: str, options: _Options, batch_size: int
+    metric: PullbackMetric, problems: list[_Problem], method: str, options: _Options, batch_size: int,
+    n_jobs: Any = 1,
 ) -> list[GeodesicResult]:
-    """Refine problems in batches with `method`; trivial ones directly; warn once about non-convergence."""
+    """Refine problems in batches with `method`; trivial ones directly; warn once about non-convergence.
+
+    On the CPU a batch holds at most max(8, CPU_BATCH_WORK // d) pairs. For decoders with the fused forward-mode passes (VAE
+    decoders: no torch.func, whose lazy set-up is not thread-safe) they run on `resolve_threads(n_jobs)` Python
+    threads, each on one torch thread (the decoder passes release the GIL). The batches are the same for every
+    n_jobs, so are the results.
+    """
     _check_endpoints(metric, problems)
     results: list[GeodesicResult | None] = [None] * len(problems)
     work = []
@@ -414,12 +426,24 @@ def _refine(
             results[i] = _trivial(problem)
         else:
             work.append(i)
-    with _one_cpu_thread(_working(metric)[0]):
-        for begin in range(0, len(work), batch_size):
-            chunk = work[begin : begin + batch_size]
-            tried = REFINE_METHODS[method](metric, [problems[i] for i in chunk], options)
-            for i, candidates in zip(chunk, tried):
-                results[i] = _choose(problems[i], candidates, method)
+    device = _working(metric)[0]
+    size = min(batch_size, max(8, CPU_BATCH_WORK // metric.latent_dim)) if device.type == "cpu" else batch_size
+    batches = [work[begin : begin + size] for begin in range(0, len(work), size)]
+    fused = all(hasattr(metric.decoder, name) for name in ("fused_jvp", "fused_jacobian_rows"))
+    workers = min(len(batches), resolve_threads(n_jobs)) if device.type == "cpu" and fused else 1
+
+    def run(chunk: list[int]) -> list[list[_Candidate]]:
+        return REFINE_METHODS[method](metric, [problems[i] for i in chunk], options)
+
+    with _one_cpu_thread(device):
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(run, batches))
+        else:
+            outcomes = [run(chunk) for chunk in batches]
+    for chunk, tried in zip(batches, outcomes):
+        for i, candidates in zip(chunk, tried):
+            results[i] = _choose(problems[i], candidates, method)
     final = [result for result in results if result is not None]
     _warn_unconverged(final, method, options)
     return final
@@ -531,6 +555,7 @@ def refine_geodesics(
     options: RefineOptions | None = None,
     *,
     batch_size: int = 1024,
+    n_jobs: int | None = None,
     **overrides: Any,
 ) -> list[GeodesicResult]:
     """Geodesics between node pairs of `graph`, refined from their Dijkstra paths; one result per pair.
@@ -548,7 +573,12 @@ def refine_geodesics(
     options : RefineOptions, optional
         Solver settings (default: RefineOptions()).
     batch_size : int, default 1024
-        Pairs refined together, all decoder evaluations of a batch in one call.
+        Pairs refined together, all decoder evaluations of a batch in one call (on the CPU at most
+        max(8, CPU_BATCH_WORK // d)).
+    n_jobs : int or None, default None
+        CPU threads over the batches for decoders with the fused passes (VAE decoders; others run on one): None,
+        the free cores (or the enclosing scope's or set_threads() count); -1, all cores. The results do not depend
+        on it. Ignored on CUDA.
     **overrides
         Any RefineOptions field (tol=..., gn_iter=..., max_iter=...), overriding `options`.
 
@@ -572,6 +602,7 @@ def refine_geodesics(
     check_choice(method, "refinement method", REFINE_METHODS)
     options = _options(options, overrides)
     batch_size = check_positive_int(batch_size, "batch_size")
+    resolve_threads(n_jobs)  # validates
     if graph.latent_dim != metric.latent_dim:
         raise InvalidInput(
             f"The graph's codes have dimension {graph.latent_dim} but the metric's latent_dim is {metric.latent_dim}."
@@ -581,7 +612,7 @@ def refine_geodesics(
         _Problem(path.points, _edge_weights(graph, path.nodes), float(path.length), path.source, path.target)
         for path in paths
     ]
-    return _refine(metric, problems, method, options, batch_size)
+    return _refine(metric, problems, method, options, batch_size, n_jobs)
 
 
 def refine_path(
