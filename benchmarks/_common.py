@@ -162,3 +162,22 @@ def far_pairs(manifold: Any, codes: np.ndarray, minimum: float, count: int, seed
         if manifold.distance(codes[[i]], codes[[j]])[0] > minimum:
             pairs.append((int(i), int(j)))
     return np.array(pairs)
+
+
+def per_dimension(
+    args: Any, rows_for: Callable[[int], list[dict[str, Any]]], columns: Sequence[tuple[str, str, str]], title: str,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run `rows_for(d)` for every d in args.dims, printing each d's rows and rewriting benchmarks/results/
+    <args.name>.json ({"machine", "args", **extra, "rows"}) after each, so a long run keeps what it measured; then
+    print the whole table under `title` and return the rows."""
+    info = machine()
+    rows: list[dict[str, Any]] = []
+    for d in args.dims:
+        new = rows_for(d)
+        rows += new
+        print(table(f"MNIST-5k, latent dimension {d}", columns, new), flush=True)
+        write_json(args.name, {"machine": {**info, "load_avg_end": finish(info)["load_avg_end"]}, "args": vars(args),
+                               **(extra or {}), "rows": rows})
+    print(table(title, columns, rows))
+    return rows

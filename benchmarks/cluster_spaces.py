@@ -29,7 +29,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, machine, table, use_threads, write_json  # noqa: E402
+from _common import per_dimension, use_threads  # noqa: E402
 from _models import trained  # noqa: E402
 
 from lsg_graph.model import encode_codes  # noqa: E402
@@ -72,15 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="cluster_spaces")
     args = parser.parse_args(argv)
     use_threads(1)
-    info = machine()
-    rows: list[dict[str, Any]] = []
     pixels: dict[str, float] = {}
-    for d in args.dims:
-        rows.append(row_for(d, args, pixels))
-        print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-1:]), flush=True)
-        write_json(args.name, {"machine": {**info, "load_avg_end": finish(info)["load_avg_end"]}, "args": vars(args),
-                               "rows": rows})
-    print(table("MNIST-5k: KMeans ARI in latent, decoded and pixel space", COLUMNS, rows))
+    per_dimension(args, lambda d: [row_for(d, args, pixels)], COLUMNS,
+                  "MNIST-5k: KMeans ARI in latent, decoded and pixel space")
     return 0
 
 

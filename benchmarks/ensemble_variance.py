@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, machine, table, use_threads, write_json  # noqa: E402
+from _common import per_dimension, use_threads  # noqa: E402
 from _models import trained  # noqa: E402
 
 from lsg_graph.health import off_data_points  # noqa: E402
@@ -105,14 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="ensemble_variance")
     args = parser.parse_args(argv)
     use_threads(1)
-    info = machine()
-    rows = []
-    for d in args.dims:
-        rows.append(row_for(d, args))
-        print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-1:]), flush=True)
-        write_json(args.name, {"machine": {**info, "load_avg_end": finish(info)["load_avg_end"]}, "args": vars(args),
-                               "rows": rows})
-    print(table("Decoder-ensemble disagreement on and off the data", COLUMNS, rows))
+    per_dimension(args, lambda d: [row_for(d, args)], COLUMNS, "Decoder-ensemble disagreement on and off the data")
     return 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, machine, table, use_threads, write_json  # noqa: E402
+from _common import per_dimension, use_threads  # noqa: E402
 from _models import mnist, with_gate  # noqa: E402
 
 from lsg_graph.health import off_data_points  # noqa: E402
@@ -78,14 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="gate_variance")
     args = parser.parse_args(argv)
     use_threads(1)
-    info = machine()
-    rows: list[dict[str, Any]] = []
-    for d in args.dims:
-        rows += rows_for(d, args.free_bits)
-        print(table(f"MNIST-5k, latent dimension {d}", COLUMNS, rows[-len(GATES):]), flush=True)
-        write_json(args.name, {"machine": {**info, "load_avg_end": finish(info)["load_avg_end"]}, "args": vars(args),
-                               "gates": GATES, "rows": rows})
-    print(table("MNIST-5k: sigma off/on the data and held-out IWAE per gate and latent dimension", COLUMNS, rows))
+    per_dimension(args, lambda d: rows_for(d, args.free_bits), COLUMNS,
+                  "MNIST-5k: sigma off/on the data and held-out IWAE per gate and latent dimension", {"gates": GATES})
     return 0
 
 
