@@ -23,6 +23,7 @@ from lsg_graph import registry
 from lsg_graph.registry import (
     DEFAULT_BACKEND,
     DEFAULT_CANDIDATES,
+    DEFAULT_CLUSTER_ALGORITHM,
     DEFAULT_DATA,
     DEFAULT_DEVICE,
     DEFAULT_DPI,
@@ -532,6 +533,7 @@ def cluster(
     run: Path = typer.Option(Path("lsg-out"), help=RUN_HELP + " Built first if it has no graph."),
     seed: int = typer.Option(DEFAULT_SEED, help="Seed of the k-means++ initialisation."),
     n_init: int = typer.Option(1, "--n-init", help="Initialisations of geodesic k-means and of the Euclidean k-means beside it (the best inertia is kept)."),
+    algorithm: str = choice_option(DEFAULT_CLUSTER_ALGORITHM, registry.CLUSTER_ALGORITHMS, "--algorithm", help=f"Geodesic k-means algorithm: {described(registry.CLUSTER_ALGORITHMS)}."),
     no_figures: bool = typer.Option(False, "--no-figures", "--no-figure", help="Do not write clusters.png."),
     dpi: int = typer.Option(DEFAULT_DPI, help="Resolution of the figure (dots per inch)."),
     device: str = _device_option(),
@@ -555,7 +557,7 @@ def cluster(
                       UserWarning, stacklevel=2)
         clusters = old_k
     summary = cluster_run(run, clusters, seed=seed, n_init=n_init, figure=not no_figures, device=device, progress=show,
-                          user=user, train_if_missing=train_if_missing, dpi=dpi)
+                          user=user, train_if_missing=train_if_missing, dpi=dpi, algorithm=algorithm)
     result = summary.geodesic
     payload = {
         "n_clusters": summary.n_clusters, "n_codes": len(result.labels), "n_iter": result.n_iter,

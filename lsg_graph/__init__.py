@@ -34,6 +34,7 @@ _EXPORTS = {
     "GeodesicKMeans": "lsg_graph.cluster",
     "GeodesicDistance": "lsg_graph.distances",
     "geodesic_distances": "lsg_graph.distances",
+    "GeodesicEmbedding": "lsg_graph.embedding",
     "save_pipeline": "lsg_graph.estimator_io",
     "load_pipeline": "lsg_graph.estimator_io",
     "random_walks": "lsg_graph.walks",

@@ -1,4 +1,5 @@
-"""GeodesicKMeans: k-medoids under graph geodesic distances (Arvanitidis et al., ICLR 2018), a scikit-learn estimator.
+"""GeodesicKMeans: k-medoids under graph geodesic distances (Arvanitidis et al., ICLR 2018), a scikit-learn estimator;
+with algorithm="embedding", k-means in the geodesic embedding of lsg_graph.embedding instead (its docstring).
 
 One iteration = one assignment + one medoid update:
 
@@ -42,12 +43,22 @@ from lsg_graph.distances import (
     refine_leaf_distances,
     refine_pair_distances,
 )
+from lsg_graph.embedding import GeodesicEmbedding
 from lsg_graph.errors import InvalidInput
 from lsg_graph.geodesics.landmarks import Landmarks, induced_distances, select_landmarks
 from lsg_graph.geodesics.shortest import nearest_source_distances
 from lsg_graph.graph.latent_graph import LatentGraph
 from lsg_graph.progress import track
-from lsg_graph.registry import DEFAULT_CANDIDATES, DEFAULT_K, DEFAULT_N_CLUSTERS, DEFAULT_N_NODES
+from lsg_graph.registry import (
+    CLUSTER_ALGORITHMS,
+    DEFAULT_CANDIDATES,
+    DEFAULT_CLUSTER_ALGORITHM,
+    DEFAULT_EMBEDDING_COMPONENTS,
+    DEFAULT_EMBEDDING_LANDMARKS,
+    DEFAULT_K,
+    DEFAULT_N_CLUSTERS,
+    DEFAULT_N_NODES,
+)
 
 INIT_METHODS = {
     "k-means++": "D^2 sampling with geodesic distances, one Dijkstra per chosen medoid",
@@ -397,6 +408,15 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         * n_samples geodesics, batched; lsg_graph.distances explains the fallback to the graph distance), and the
         final labels_, inertia_ and transform/predict use those refined point-to-medoid distances.
     refine_method : the refinement method for distances="refined" (a method of refine_geodesics; default "auto").
+    algorithm : "medoids" (default; the k-medoids above) or "embedding" (metric="graph", distances="graph"):
+        scikit-learn's KMeans (init, n_init, max_iter, tol and random_state passed on; an array init starts from
+        those points' coordinates) on the coordinates of `lsg_graph.embedding.GeodesicEmbedding`, landmark MDS of
+        the graph distances with `n_components` dimensions and `landmarks` random landmark codes (None:
+        registry.DEFAULT_EMBEDDING_LANDMARKS). Centres need not be codes; medoid_indices_ are the members nearest
+        each centre, transform gives distances to the centres in the embedding, and min_cluster_size does not apply
+        (means do not make one-point clusters of outliers). Measurements: docs/estimators.md. Such a model cannot
+        be saved yet.
+    n_components : embedding dimensions for algorithm="embedding" (registry.DEFAULT_EMBEDDING_COMPONENTS).
     n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
         an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
 
@@ -434,6 +454,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         min_cluster_size: Any = "auto",
         distances: str = "graph",
         refine_method: str = "auto",
+        algorithm: str = DEFAULT_CLUSTER_ALGORITHM,
+        n_components: int = DEFAULT_EMBEDDING_COMPONENTS,
         n_jobs: int | None = None,
     ) -> None:
         """Store the parameters (validated in fit); verbose > 0 shows the graph build and the runs on stderr."""
@@ -456,6 +478,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         self.min_cluster_size = min_cluster_size
         self.distances = distances
         self.refine_method = refine_method
+        self.algorithm = algorithm
+        self.n_components = n_components
         self.n_jobs = n_jobs
 
     # -------------------------------------------------------------------------------------------- fit
@@ -488,6 +512,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         upper = f"n_samples] (n_samples = {n_samples})"
         n_clusters = check_int_param(self.n_clusters, "n_clusters", OWNER, 1, n_samples, upper)
         init = self._check_init(space.n_points, n_clusters)
+        if self.algorithm == "embedding":
+            self._fit_embedding(n_clusters, init, settings, graph_s)
+            return self
         rng = check_random_state(self.random_state)
         n_runs = 1 if not isinstance(init, str) else settings["n_init"]
         min_size = self._check_min_cluster_size(n_samples, n_clusters)
@@ -500,6 +527,34 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         if self.distances == "refined":
             self._refine_fitted()
         return self
+
+    def _fit_embedding(self, n_clusters: int, init: Any, settings: dict[str, Any], graph_s: float) -> None:
+        """algorithm="embedding": KMeans on the GeodesicEmbedding coordinates of the graph's codes."""
+        from sklearn.cluster import KMeans
+
+        rng = check_random_state(self.random_state)
+        started = time.perf_counter()
+        landmarks = DEFAULT_EMBEDDING_LANDMARKS if self.landmarks is None else self.landmarks
+        self.embedding_ = GeodesicEmbedding(
+            self.n_components, n_landmarks=landmarks, graph=self.graph_, decoder=self.decoder,
+            random_state=int(rng.randint(2**31 - 1)),
+        ).fit(self.graph_.codes)
+        coordinates = self.embedding_.embedding_
+        embedding_s = time.perf_counter() - started
+        started = time.perf_counter()
+        start = init if isinstance(init, str) else coordinates[init]
+        fitted = KMeans(n_clusters, init=start, n_init=settings["n_init"] if isinstance(init, str) else 1,
+                        max_iter=settings["max_iter"], tol=settings["tol"], random_state=rng).fit(coordinates)
+        self.centroids_ = fitted.cluster_centers_
+        self.labels_ = fitted.labels_.astype(np.int64)
+        self.inertia_ = float(fitted.inertia_)
+        self.n_iter_ = int(fitted.n_iter_)
+        self._medoid_distances = _euclidean(self.centroids_, coordinates)
+        self.medoid_indices_ = _nearest_members(self._medoid_distances, self.labels_)
+        self.cluster_centers_ = self.graph_.codes[self.medoid_indices_].copy()
+        kmeans_s = time.perf_counter() - started
+        self.timings_ = {"graph_s": graph_s, "embedding_s": embedding_s, "kmeans_s": kmeans_s,
+                         "total_s": graph_s + embedding_s + kmeans_s}
 
     def _refine_fitted(self) -> None:
         """Refine every training point's distance to every medoid; labels_ and inertia_ follow the refined ones."""
@@ -524,6 +579,14 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             if not isinstance(self.random_state, np.random.RandomState):
                 rule = "an int, an instance of 'numpy.random.RandomState' or None"
                 raise param_error(OWNER, "random_state", rule, self.random_state)
+        if not isinstance(self.algorithm, str) or self.algorithm not in CLUSTER_ALGORITHMS:
+            raise param_error(OWNER, "algorithm", f"a str among {set(CLUSTER_ALGORITHMS)}", self.algorithm)
+        if self.algorithm == "embedding":
+            check_int_param(self.n_components, "n_components", OWNER, 1)
+            if self.metric != "graph":
+                raise param_error(OWNER, "metric", "'graph' for algorithm='embedding'", self.metric)
+            if self.distances != "graph":
+                raise param_error(OWNER, "distances", "'graph' for algorithm='embedding'", self.distances)
         if check_distances(self.distances, OWNER) == "refined":
             check_refine_method(self.refine_method, OWNER)
             if self.metric == "precomputed":
@@ -589,8 +652,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             verbose=self.verbose,
             n_jobs=self.n_jobs,
         )
-        self.__dict__.pop("landmark_indices_", None)
-        if self.landmarks is None:
+        for stale in ("landmark_indices_", "embedding_", "centroids_"):  # left by an earlier fit
+            self.__dict__.pop(stale, None)
+        if self.landmarks is None or self.algorithm == "embedding":
             return _GraphSpace(self.graph_, self.exact_medoid_size, self.n_medoid_candidates)
         n_landmarks = check_int_param(self.landmarks, "landmarks", OWNER, 1, n_samples, "n_samples]")
         started = time.perf_counter()
@@ -645,6 +709,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             validate_data(self, X, reset=False, skip_check_array=True)  # n_features_in_ = n_train, feature names
             return distances[:, self.medoid_indices_]
         X = validate_data(self, X, dtype=np.float64, reset=False)
+        if getattr(self, "algorithm", "medoids") == "embedding":
+            with n_jobs_threads(self.n_jobs):
+                return _euclidean(self.embedding_.transform(X), self.centroids_)
         with n_jobs_threads(self.n_jobs):
             attached = self.graph_.attach(X, self.edge_metric_)
             n = self.graph_.n_points
@@ -730,6 +797,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         """
         from lsg_graph.estimator_io import save_kmeans
 
+        if getattr(self, "algorithm", "medoids") != "medoids":
+            raise param_error(OWNER, "algorithm", "'medoids' to save (saving algorithm='embedding' is not supported yet)",
+                              self.algorithm)
         return save_kmeans(self, path)
 
     @classmethod
@@ -762,6 +832,22 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)) between the rows of a and b."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(a, b)
+
+
+def _nearest_members(distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per cluster j, the member nearest its centre (distances (k, n)); the nearest point overall if j is empty."""
+    chosen = np.empty(distances.shape[0], dtype=np.int64)
+    for j in range(distances.shape[0]):
+        members = np.flatnonzero(labels == j)
+        chosen[j] = members[np.argmin(distances[j, members])] if len(members) else int(np.argmin(distances[j]))
+    return chosen
 
 
 def check_distance_matrix(X: np.ndarray, square: bool = True) -> np.ndarray:
@@ -862,11 +948,13 @@ def cluster_latent_graph(
     max_iter: int = 100,
     random_state: int | None = 0,
     verbose: int = 0,
+    algorithm: str = DEFAULT_CLUSTER_ALGORITHM,
 ) -> ClusterResult:
-    """Geodesic k-medoids of a saved or built LatentGraph (the CLI's one call); scores when the graph has labels."""
+    """Geodesic k-means of a saved or built LatentGraph (the CLI's one call; `algorithm` as for GeodesicKMeans);
+    scores when the graph has labels."""
     estimator = GeodesicKMeans(
         n_clusters, init=init, n_init=n_init, max_iter=max_iter, random_state=random_state, graph=graph,
-        verbose=verbose,
+        verbose=verbose, algorithm=algorithm,
     ).fit(graph.codes)
     scores = None if graph.labels is None else clustering_scores(graph.labels, estimator.labels_)
     return ClusterResult(

@@ -33,8 +33,10 @@ from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph, build_latent_g
 from lsg_graph.metric import PullbackMetric
 from lsg_graph.model import VAE, PaperClaims, TrainReport, VAEConfig, encode_codes, paper_claims, train_vae
 from lsg_graph.registry import (
+    CLUSTER_ALGORITHMS,
     DEFAULT_BACKEND,
     DEFAULT_CANDIDATES,
+    DEFAULT_CLUSTER_ALGORITHM,
     DEFAULT_DATA,
     DEFAULT_DEVICE,
     DEFAULT_HEALTH_PAIRS,
@@ -861,17 +863,21 @@ def cluster_run(
     user: UserModel | None = None,
     train_if_missing: bool | None = None,
     dpi: int = 100,
+    algorithm: str = DEFAULT_CLUSTER_ALGORITHM,
 ) -> ClusterSummary:
     """Geodesic k-means (and Euclidean k-means beside it, same n_init) of the run's codes; writes clusters.csv and clusters.png.
+
+    `algorithm` is GeodesicKMeans's ("medoids" or "embedding", registry.CLUSTER_ALGORITHMS).
 
     The figure has a panel per clustering (geodesic, Euclidean) and one of the true labels when the codes have them.
     """
     from sklearn.cluster import KMeans
 
     from lsg_graph import progress as _progress
-    from lsg_graph._validation import check_int, check_positive_int
+    from lsg_graph._validation import check_choice, check_int, check_positive_int
     from lsg_graph.cluster import cluster_latent_graph, clustering_scores
 
+    check_choice(algorithm, "algorithm", CLUSTER_ALGORITHMS)
     seed = check_seed(seed)
     n_init = check_positive_int(n_init, "n_init")
     n_clusters = check_int(n_clusters, "n_clusters", minimum=1)
@@ -882,7 +888,8 @@ def cluster_run(
         f"--k {n_clusters} --n-init {n_init} on {graph.n_points} codes", hint="lower --n-init or --k",
     )
     with _progress.stage(f"geodesic k-means (k = {n_clusters})", total=1, unit="fit", show=progress) as bar:
-        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed, verbose=int(progress and n_init > 1))
+        result = cluster_latent_graph(graph, n_clusters, n_init=n_init, random_state=seed,
+                                      verbose=int(progress and n_init > 1), algorithm=algorithm)
         bar.update(1)
     euclidean = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(graph.codes).labels_.astype(np.int64)  # same n_init
     euclidean_scores = None if graph.labels is None else clustering_scores(graph.labels, euclidean)

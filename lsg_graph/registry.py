@@ -17,13 +17,17 @@ from __future__ import annotations
 
 __all__ = [
     "ARCHITECTURES",
+    "CLUSTER_ALGORITHMS",
     "DATA_SPECS",
     "DEFAULT_ARCHITECTURE",
     "DEFAULT_BACKEND",
     "DEFAULT_CANDIDATES",
+    "DEFAULT_CLUSTER_ALGORITHM",
     "DEFAULT_DATA",
     "DEFAULT_DEVICE",
     "DEFAULT_DPI",
+    "DEFAULT_EMBEDDING_COMPONENTS",
+    "DEFAULT_EMBEDDING_LANDMARKS",
     "DEFAULT_HEALTH_PAIRS",
     "DEFAULT_HELD_OUT_FRACTION",
     "DEFAULT_IWAE_SAMPLES",
@@ -48,6 +52,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 # Names (name -> one-line description, in the order --help lists them)
 # ---------------------------------------------------------------------------------------------------------------
+
+CLUSTER_ALGORITHMS: dict[str, str] = {
+    "medoids": "k-medoids on graph distances (geodesic k-means as in Arvanitidis et al. 2018)",
+    "embedding": "k-means in the landmark MDS embedding of the graph distances (GeodesicEmbedding)",
+}
 
 KNN_BACKENDS: dict[str, str] = {
     "auto": "kdtree for d <= 16 on the CPU, faiss beyond; faiss-gpu or torch on CUDA",
@@ -113,6 +122,9 @@ DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median distance
 DEFAULT_N_NODES = 8  # Gauss-Legendre nodes per edge
 DEFAULT_CANDIDATES = 1  # metric-aware neighbours: measure candidates * k Euclidean neighbours, keep the k shortest
 DEFAULT_N_CLUSTERS = 10
+DEFAULT_CLUSTER_ALGORITHM = "medoids"  # GeodesicKMeans algorithm (CLUSTER_ALGORITHMS)
+DEFAULT_EMBEDDING_COMPONENTS = 32  # GeodesicEmbedding output dimensions (docs/estimators.md)
+DEFAULT_EMBEDDING_LANDMARKS = 1000  # GeodesicEmbedding landmark codes (Dijkstra sources), clipped to n
 DEFAULT_SEED = 0
 DEFAULT_BACKEND = "auto"
 DEFAULT_REFINE = "auto"

@@ -193,6 +193,27 @@ def test_cluster_compares_with_euclidean_kmeans_at_the_same_n_init(built_run: Pa
     np.testing.assert_array_equal(euclidean, want)
 
 
+def test_cluster_algorithm_embedding_and_bad_name(built_run: Path, tmp_path: Path) -> None:
+    """`--algorithm embedding` clusters in the geodesic embedding (the same labels as the library call); an unknown
+    name is refused naming the choices, and nothing is written."""
+    import shutil
+
+    from lsg_graph.cluster import GeodesicKMeans
+    from lsg_graph.graph.latent_graph import LatentGraph
+
+    run = Path(shutil.copytree(built_run, tmp_path / "run"))
+    result = runner.invoke(app, ["cluster", "--run", str(run), "--clusters", "4", "--algorithm", "embedding", "--no-figures"])
+    assert result.exit_code == 0, result.output
+    geodesic = np.loadtxt(run / "clusters.csv", delimiter=",", skiprows=1, dtype=int)[:, 1]
+    graph = LatentGraph.load(run)
+    want = GeodesicKMeans(4, algorithm="embedding", graph=graph, random_state=0).fit(graph.codes).labels_
+    np.testing.assert_array_equal(geodesic, want)
+    (run / "clusters.csv").unlink()
+    result = runner.invoke(app, ["cluster", "--run", str(run), "--algorithm", "lloyd", "--no-figures"])
+    assert result.exit_code != 0 and "lloyd" in result.output and "embedding" in result.output
+    assert not (run / "clusters.csv").exists()
+
+
 def test_walk_and_plot_write_files(built_run: Path) -> None:
     """`lsg-graph walk` writes trajectories and PNGs; `lsg-graph plot` writes the magnification map."""
     result = runner.invoke(app, ["walk", "--run", str(built_run), "--steps", "20", "--walkers", "3", "--step-size", "0.01"])

@@ -31,6 +31,7 @@ LAYERS = {
     "lsg_graph.cluster": 7,
     "lsg_graph.walks": 7,
     "lsg_graph.distances": 7,
+    "lsg_graph.embedding": 7,
     "lsg_graph.health": 7,
     "lsg_graph.estimator_io": 7,
     "lsg_graph.plot": 8,

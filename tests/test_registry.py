@@ -162,7 +162,15 @@ def _validators() -> dict[str, Callable[[str], None]]:
         "--pairs": lambda text: parse_pairs(_concrete(text)),
         "--start": lambda text: parse_point(_concrete(text)),
         "--out": _accepts_curve_file,
+        "--algorithm": _accepts_algorithm,
     }
+
+
+def _accepts_algorithm(name: str) -> None:
+    """GeodesicKMeans validates `name` as its algorithm (raises InvalidInput otherwise)."""
+    from lsg_graph.cluster import GeodesicKMeans
+
+    GeodesicKMeans(2, algorithm=name)._check_params()
 
 
 # Quoted words in an option's help that are not choices of it.
@@ -215,6 +223,9 @@ def test_help_lists_the_registry_choices_and_the_library_accepts_them() -> None:
     assert by_flag["--refine"] == list(registry.REFINE_METHODS)
     assert by_flag["--backend"] == list(registry.KNN_BACKENDS)
     assert by_flag["--kind"] == list(registry.WALK_KINDS)
+    assert by_flag["--algorithm"] == list(registry.CLUSTER_ALGORITHMS)
+    with pytest.raises(InvalidInput, match="algorithm"):
+        _accepts_algorithm("lloyd")
 
 
 def test_help_text_shows_the_choices() -> None:
