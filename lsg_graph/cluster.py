@@ -414,8 +414,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         the graph distances with `n_components` dimensions and `landmarks` random landmark codes (None:
         registry.DEFAULT_EMBEDDING_LANDMARKS). Centres need not be codes; medoid_indices_ are the members nearest
         each centre, transform gives distances to the centres in the embedding, and min_cluster_size does not apply
-        (means do not make one-point clusters of outliers). Measurements: docs/estimators.md. Such a model cannot
-        be saved yet.
+        (means do not make one-point clusters of outliers). Measurements: docs/estimators.md.
     n_components : embedding dimensions for algorithm="embedding" (registry.DEFAULT_EMBEDDING_COMPONENTS).
     n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
         an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
@@ -797,9 +796,6 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         """
         from lsg_graph.estimator_io import save_kmeans
 
-        if getattr(self, "algorithm", "medoids") != "medoids":
-            raise param_error(OWNER, "algorithm", "'medoids' to save (saving algorithm='embedding' is not supported yet)",
-                              self.algorithm)
         return save_kmeans(self, path)
 
     @classmethod

@@ -141,6 +141,9 @@ def save_kmeans(estimator: Any, path: str | Path) -> Path:
         tensors["cluster_centers"] = torch.from_numpy(np.ascontiguousarray(estimator.cluster_centers_))
     if getattr(estimator, "landmark_indices_", None) is not None:
         tensors["landmark_indices"] = torch.from_numpy(np.ascontiguousarray(estimator.landmark_indices_))
+    if getattr(estimator, "algorithm", "medoids") == "embedding":  # medoid files keep their former contents
+        params["algorithm"], params["n_components"] = "embedding", _json_value("n_components", estimator.n_components)
+        tensors.update(_embedding_tensors(estimator))
     if graph is not None:
         graph.save(path)
         meta["graph_sha256"] = _io.sha256_file(path / GRAPH_FILE)
@@ -180,6 +183,10 @@ def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
         if landmarks.ndim != 1 or (landmarks.size and (landmarks.min() < 0 or landmarks.max() >= n)):
             raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is inconsistent: landmark indices outside [0, {n}).")
         estimator.landmark_indices_ = landmarks
+    if params.get("algorithm", "medoids") == "embedding":
+        if not fitted.get("has_graph"):
+            raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is an embedding clustering without its graph.")
+        _restore_embedding(estimator, tensors, n, k, path / KMEANS_FILE)
     estimator.labels_ = labels
     estimator.medoid_indices_ = medoids
     estimator.cluster_centers_ = None if centers is None else centers.numpy().copy()
@@ -191,6 +198,51 @@ def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
     if "feature_names_in_" in fitted:
         estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     return estimator
+
+
+EMBEDDING_TENSORS = ("centroids", "embedding_landmarks", "embedding_projection", "embedding_mean_squared",
+                     "embedding_eigenvalues", "embedding_coordinates")
+
+
+def _embedding_tensors(estimator: Any) -> dict[str, torch.Tensor]:
+    """The fitted state of GeodesicKMeans(algorithm="embedding"): its centres and its GeodesicEmbedding (the landmark
+    distances are not stored: load recomputes them from the saved graph)."""
+    embedding = estimator.embedding_
+    values = (estimator.centroids_, embedding.landmark_indices_, embedding._projection, embedding._mean_squared,
+              embedding.eigenvalues_, embedding.embedding_)
+    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in zip(EMBEDDING_TENSORS, values)}
+
+
+def _restore_embedding(estimator: Any, tensors: dict[str, torch.Tensor], n: int, k: int, file: Path) -> None:
+    """Set centroids_ and a fitted GeodesicEmbedding (embedding_) on a loaded GeodesicKMeans, validated; graph_ and
+    edge_metric_ must be set."""
+    from lsg_graph.distances import dijkstra_rows
+    from lsg_graph.embedding import GeodesicEmbedding
+
+    missing = [name for name in EMBEDDING_TENSORS if name not in tensors]
+    if missing:
+        raise ArtifactError(f"{str(file)!r} is an embedding clustering but lacks {', '.join(missing)}.")
+    centroids, landmarks, projection, mean_squared, eigenvalues, coordinates = (
+        tensors[name].numpy().copy() for name in EMBEDDING_TENSORS
+    )
+    m, count = eigenvalues.shape[0], landmarks.shape[0]
+    consistent = (
+        centroids.shape == (k, m) and projection.shape == (count, m) and mean_squared.shape == (count,)
+        and coordinates.shape == (n, m) and landmarks.ndim == 1 and count >= 1
+        and landmarks.min() >= 0 and landmarks.max() < n
+    )
+    if not consistent:
+        raise ArtifactError(
+            f"{str(file)!r} is inconsistent: centroids {centroids.shape}, {count} landmarks, projection "
+            f"{projection.shape}, coordinates {coordinates.shape} for {n} codes, {k} clusters and {m} components."
+        )
+    embedding = GeodesicEmbedding(estimator.n_components, n_landmarks=count, graph=estimator.graph_)
+    embedding.graph_, embedding.edge_metric_ = estimator.graph_, estimator.edge_metric_
+    embedding.landmark_indices_, embedding._projection = landmarks.astype(np.int64), projection
+    embedding._mean_squared, embedding.eigenvalues_, embedding.embedding_ = mean_squared, eigenvalues, coordinates
+    embedding.n_components_, embedding.n_features_in_ = m, estimator.graph_.latent_dim
+    embedding._to_train = dijkstra_rows(estimator.graph_.weights, embedding.landmark_indices_)
+    estimator.embedding_, estimator.centroids_ = embedding, centroids
 
 
 def _check_decoder(meta: dict[str, Any], decoder: Any, path: Path) -> None:

@@ -127,9 +127,25 @@ def test_kmeans_embedding_bad_parameters(params: dict, match: str) -> None:
         GeodesicKMeans(2, **params).fit(collinear_codes())
 
 
-def test_kmeans_embedding_save_is_refused(tmp_path) -> None:
-    """Saving an embedding model is not supported yet: a clear error, and nothing is written."""
-    model = GeodesicKMeans(2, algorithm="embedding", n_components=1, landmarks=10, random_state=0).fit(collinear_codes())
-    with pytest.raises(InvalidInput, match="algorithm"):
-        model.save(tmp_path / "model")
-    assert not (tmp_path / "model").exists()
+def test_kmeans_embedding_save_and_load_round_trip(tmp_path) -> None:
+    """A saved embedding clustering loads with the same labels, predictions and distances; a tampered centroid
+    table is refused."""
+    from lsg_graph import _io
+    from lsg_graph.errors import ArtifactError
+    from lsg_graph.estimator_io import KMEANS_FILE, KMEANS_KIND
+
+    codes, _ = make_blobs(90, centers=[[0, 0], [6, 0], [0, 6]], cluster_std=0.5, random_state=1)
+    model = GeodesicKMeans(3, algorithm="embedding", n_components=3, landmarks=30, n_neighbors=6, random_state=0)
+    model.fit(codes)
+    path = model.save(tmp_path / "model")
+    loaded = GeodesicKMeans.load(path)
+    assert loaded.algorithm == "embedding" and loaded.n_components == 3
+    queries = codes[:10] + 0.1
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    np.testing.assert_array_equal(loaded.predict(queries), model.predict(queries))
+    np.testing.assert_allclose(loaded.transform(queries), model.transform(queries), rtol=1e-12, atol=1e-12)
+    tensors, meta = _io.load_tensors(path / KMEANS_FILE, KMEANS_KIND)
+    tensors["centroids"] = tensors["centroids"][:2]
+    _io.save_tensors(path / KMEANS_FILE, tensors, meta)
+    with pytest.raises(ArtifactError, match="centroids"):
+        GeodesicKMeans.load(path)
