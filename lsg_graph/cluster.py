@@ -413,8 +413,10 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         those points' coordinates) on the coordinates of `lsg_graph.embedding.GeodesicEmbedding`, landmark MDS of
         the graph distances with `n_components` dimensions and `landmarks` random landmark codes (None:
         registry.DEFAULT_EMBEDDING_LANDMARKS). Centres need not be codes; medoid_indices_ are the members nearest
-        each centre, transform gives distances to the centres in the embedding, and min_cluster_size does not apply
-        (means do not make one-point clusters of outliers). Measurements: docs/estimators.md.
+        each centre, transform gives distances to the centres in the embedding, and inertia_ sums the squared
+        distances of all codes to their nearest centre. Outliers: while a cluster has fewer than min_cluster_size
+        members, KMeans runs again with those members weighted 0, so they join their nearest cluster.
+        Measurements: docs/estimators.md.
     n_components : embedding dimensions for algorithm="embedding" (registry.DEFAULT_EMBEDDING_COMPONENTS).
     n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
         an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
@@ -542,13 +544,14 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         embedding_s = time.perf_counter() - started
         started = time.perf_counter()
         start = init if isinstance(init, str) else coordinates[init]
-        fitted = KMeans(n_clusters, init=start, n_init=settings["n_init"] if isinstance(init, str) else 1,
-                        max_iter=settings["max_iter"], tol=settings["tol"], random_state=rng).fit(coordinates)
+        kmeans = KMeans(n_clusters, init=start, n_init=settings["n_init"] if isinstance(init, str) else 1,
+                        max_iter=settings["max_iter"], tol=settings["tol"], random_state=rng)
+        fitted = _kmeans_without_small_clusters(kmeans, coordinates, self._check_min_cluster_size(len(coordinates), n_clusters))
         self.centroids_ = fitted.cluster_centers_
-        self.labels_ = fitted.labels_.astype(np.int64)
-        self.inertia_ = float(fitted.inertia_)
-        self.n_iter_ = int(fitted.n_iter_)
         self._medoid_distances = _euclidean(self.centroids_, coordinates)
+        self.labels_ = np.argmin(self._medoid_distances, axis=0).astype(np.int64)
+        self.inertia_ = float(np.square(self._medoid_distances.min(axis=0)).sum())
+        self.n_iter_ = int(fitted.n_iter_)
         self.medoid_indices_ = _nearest_members(self._medoid_distances, self.labels_)
         self.cluster_centers_ = self.graph_.codes[self.medoid_indices_].copy()
         kmeans_s = time.perf_counter() - started
@@ -828,6 +831,23 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _kmeans_without_small_clusters(kmeans: Any, coordinates: np.ndarray, min_size: int) -> Any:
+    """kmeans fitted on coordinates (n, m); while a cluster has fewer than min_size members, fit again with the
+    members of such clusters weighted 0 (up to MAX_RESEEDS_PER_CLUSTER times per cluster), so that isolated codes
+    join their nearest cluster instead of holding a centre of their own."""
+    weights = np.ones(len(coordinates))
+    fitted = kmeans.fit(coordinates)
+    for _ in range(MAX_RESEEDS_PER_CLUSTER * kmeans.n_clusters):
+        labels = fitted.predict(coordinates)
+        sizes = np.bincount(labels, minlength=kmeans.n_clusters)
+        small = np.isin(labels, np.flatnonzero(sizes < min_size))
+        if not small.any() or np.count_nonzero(weights * ~small) < kmeans.n_clusters:
+            break
+        weights[small] = 0.0
+        fitted = kmeans.fit(coordinates, sample_weight=weights)
+    return fitted
 
 
 def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -149,3 +149,21 @@ def test_kmeans_embedding_save_and_load_round_trip(tmp_path) -> None:
     _io.save_tensors(path / KMEANS_FILE, tensors, meta)
     with pytest.raises(ArtifactError, match="centroids"):
         GeodesicKMeans.load(path)
+
+
+def test_kmeans_embedding_isolated_outlier_joins_a_cluster() -> None:
+    """Three blobs plus one code 100 units away: k-means in the embedding would give it a centre of its own; with
+    min_cluster_size it joins a blob, and the blobs are found (ARI 1 on them) for every seed."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    truth = np.repeat(np.arange(3), 100)
+    codes = np.vstack([centres[truth] + rng.normal(size=(300, 2)), [[100.0, 100.0]]])
+    graph = GeodesicEmbedding(n_neighbors=10).fit(codes).graph_
+    for seed in range(3):
+        model = GeodesicKMeans(3, algorithm="embedding", n_components=4, landmarks=50, graph=graph, n_init=3,
+                               random_state=seed).fit(codes)
+        assert np.bincount(model.labels_, minlength=3).min() >= 5
+        assert adjusted_rand_score(truth, model.labels_[:300]) == pytest.approx(1.0)
+    alone = GeodesicKMeans(3, algorithm="embedding", n_components=4, landmarks=50, graph=graph, n_init=3,
+                           random_state=0, min_cluster_size=1).fit(codes)
+    assert np.bincount(alone.labels_, minlength=3).min() == 1  # what the re-weighting prevents
