@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import finish, machine, table, use_threads, write_json  # noqa: E402
 from _models import mnist  # noqa: E402
+from high_dim import cluster_scores  # noqa: E402
 
-from lsg_graph.cluster import GeodesicKMeans  # noqa: E402
 from lsg_graph.distances import distance_bounds  # noqa: E402
 from lsg_graph.geodesics.refine import refine_geodesics  # noqa: E402
 from lsg_graph.graph.latent_graph import build_latent_graph  # noqa: E402
@@ -75,19 +73,6 @@ def dimension_rows(d: int, args: Any) -> list[dict[str, Any]]:
                    stretch_p90=float(np.quantile(stretch, 0.9)),
                    refined_ratio=float(np.median(np.array(row["refined"]) / reference)))
     return rows
-
-
-def cluster_scores(graph: Any, codes: np.ndarray, labels: np.ndarray, args: Any) -> dict[str, Any]:
-    """Mean and std ARI over seeds: GeodesicKMeans on the graph and KMeans on the codes, same n_init."""
-    geodesic, euclidean = [], []
-    for seed in range(args.seeds):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = GeodesicKMeans(10, graph=graph, n_init=args.n_init, random_state=seed).fit(codes)
-        geodesic.append(adjusted_rand_score(labels, model.labels_))
-        euclidean.append(adjusted_rand_score(labels, KMeans(10, n_init=args.n_init, random_state=seed).fit(codes).labels_))
-    return {"ari_geodesic": float(np.mean(geodesic)), "ari_geodesic_std": float(np.std(geodesic)),
-            "ari_kmeans": float(np.mean(euclidean)), "ari_kmeans_std": float(np.std(euclidean))}
 
 
 def main(argv: list[str] | None = None) -> int:
