@@ -43,7 +43,7 @@ from lsg_graph.registry import DEFAULT_EMBEDDING_COMPONENTS, DEFAULT_EMBEDDING_L
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [
-    ("d", "d", "g"), ("embedding", "embedding + KMeans", "str"), ("kmeans", "KMeans on codes", "str"),
+    ("d", "d", "g"), ("embedding", "GeodesicKMeans (embedding)", "str"), ("kmeans", "KMeans on codes", "str"),
     ("medoids", "GeodesicKMeans (medoids)", "str"), ("medoids_euclidean", "medoids, Euclidean", "str"),
     ("embedding_s", "fit s / seed", "s"), ("components", "components kept", "g"),
 ]
