@@ -55,7 +55,7 @@ __all__ = [
 
 CLUSTER_ALGORITHMS: dict[str, str] = {
     "medoids": "k-medoids on graph distances (geodesic k-means as in Arvanitidis et al. 2018)",
-    "embedding": "k-means in the landmark MDS embedding of the graph distances (GeodesicEmbedding)",
+    "embedding": "k-means in the landmark MDS embedding of the graph distances (GeodesicEmbedding; the better one from latent dimension 8 on)",
 }
 
 KNN_BACKENDS: dict[str, str] = {
