@@ -71,6 +71,7 @@ COST_TOLERANCE = 1e-12  # a medoid moves only if it lowers its cluster's cost by
 SEEDING_CAP_QUANTILE = 0.99  # k-means++ D^2 weights are capped at this quantile (outliers are not favoured)
 MIN_CLUSTER_FRACTION = 0.05  # min_cluster_size="auto": this fraction of the mean cluster size n / n_clusters
 MAX_RESEEDS_PER_CLUSTER = 3
+AUTO_EMBEDDING_DIM = 8  # algorithm="auto": the embedding from this latent dimension on (docs/estimators.md)
 OWNER = "GeodesicKMeans"
 
 
@@ -408,7 +409,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         * n_samples geodesics, batched; lsg_graph.distances explains the fallback to the graph distance), and the
         final labels_, inertia_ and transform/predict use those refined point-to-medoid distances.
     refine_method : the refinement method for distances="refined" (a method of refine_geodesics; default "auto").
-    algorithm : "medoids" (default; the k-medoids above) or "embedding" (metric="graph", distances="graph"):
+    algorithm : "auto" (default), "medoids" (the k-medoids above) or "embedding" (metric="graph", distances="graph"):
         scikit-learn's KMeans (init, n_init, max_iter, tol and random_state passed on; an array init starts from
         those points' coordinates) on the coordinates of `lsg_graph.embedding.GeodesicEmbedding`, landmark MDS of
         the graph distances with `n_components` dimensions and `landmarks` random landmark codes (None:
@@ -416,7 +417,9 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         each centre, transform gives distances to the centres in the embedding, and inertia_ sums the squared
         distances of all codes to their nearest centre. Outliers: while a cluster has fewer than min_cluster_size
         members, KMeans runs again with those members weighted 0, so they join their nearest cluster.
-        Measurements: docs/estimators.md.
+        "auto" runs "embedding" for codes of latent dimension >= AUTO_EMBEDDING_DIM (8) with metric="graph",
+        distances="graph" and landmarks=None, and "medoids" otherwise (the better one on each side, measured on
+        MNIST-5k: docs/estimators.md); `algorithm_` says which ran.
     n_components : embedding dimensions for algorithm="embedding" (registry.DEFAULT_EMBEDDING_COMPONENTS).
     n_jobs : torch CPU threads for fit, transform and predict (None: the automatic choice, docs/estimators.md:
         an enclosing scope, set_threads(), else the free cores; -1: all cores; k >= 1: k), restored afterwards.
@@ -513,7 +516,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         upper = f"n_samples] (n_samples = {n_samples})"
         n_clusters = check_int_param(self.n_clusters, "n_clusters", OWNER, 1, n_samples, upper)
         init = self._check_init(space.n_points, n_clusters)
-        if self.algorithm == "embedding":
+        self.algorithm_ = self._resolved_algorithm()
+        if self.algorithm_ == "embedding":
             self._fit_embedding(n_clusters, init, settings, graph_s)
             return self
         rng = check_random_state(self.random_state)
@@ -528,6 +532,13 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
         if self.distances == "refined":
             self._refine_fitted()
         return self
+
+    def _resolved_algorithm(self) -> str:
+        """The algorithm that runs: `algorithm`, with "auto" resolved (see the class docstring)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        graph_only = self.metric == "graph" and self.distances == "graph" and self.landmarks is None
+        return "embedding" if graph_only and self.n_features_in_ >= AUTO_EMBEDDING_DIM else "medoids"
 
     def _fit_embedding(self, n_clusters: int, init: Any, settings: dict[str, Any], graph_s: float) -> None:
         """algorithm="embedding": KMeans on the GeodesicEmbedding coordinates of the graph's codes."""
@@ -711,7 +722,7 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             validate_data(self, X, reset=False, skip_check_array=True)  # n_features_in_ = n_train, feature names
             return distances[:, self.medoid_indices_]
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        if getattr(self, "algorithm", "medoids") == "embedding":
+        if getattr(self, "algorithm_", "medoids") == "embedding":
             with n_jobs_threads(self.n_jobs):
                 return _euclidean(self.embedding_.transform(X), self.centroids_)
         with n_jobs_threads(self.n_jobs):

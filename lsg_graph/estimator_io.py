@@ -48,6 +48,7 @@ import torch
 from lsg_graph import _io
 from lsg_graph.errors import ArtifactError, InvalidInput, NotFittedError
 from lsg_graph.graph.latent_graph import GRAPH_FILE, LatentGraph
+from lsg_graph.registry import DEFAULT_CLUSTER_ALGORITHM
 
 KMEANS_KIND = "geodesic-kmeans"
 KMEANS_FILE = "kmeans.safetensors"
@@ -141,8 +142,11 @@ def save_kmeans(estimator: Any, path: str | Path) -> Path:
         tensors["cluster_centers"] = torch.from_numpy(np.ascontiguousarray(estimator.cluster_centers_))
     if getattr(estimator, "landmark_indices_", None) is not None:
         tensors["landmark_indices"] = torch.from_numpy(np.ascontiguousarray(estimator.landmark_indices_))
-    if getattr(estimator, "algorithm", "medoids") == "embedding":  # medoid files keep their former contents
-        params["algorithm"], params["n_components"] = "embedding", _json_value("n_components", estimator.n_components)
+    if estimator.algorithm != DEFAULT_CLUSTER_ALGORITHM:  # files of default-parameter fits keep their contents
+        params["algorithm"] = estimator.algorithm
+    if getattr(estimator, "algorithm_", "medoids") == "embedding":
+        params["n_components"] = _json_value("n_components", estimator.n_components)
+        meta["fitted"]["algorithm_"] = "embedding"
         tensors.update(_embedding_tensors(estimator))
     if graph is not None:
         graph.save(path)
@@ -183,7 +187,10 @@ def load_kmeans(cls: type, path: str | Path, decoder: Any = None) -> Any:
         if landmarks.ndim != 1 or (landmarks.size and (landmarks.min() < 0 or landmarks.max() >= n)):
             raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is inconsistent: landmark indices outside [0, {n}).")
         estimator.landmark_indices_ = landmarks
-    if params.get("algorithm", "medoids") == "embedding":
+    estimator.algorithm_ = fitted.get("algorithm_", "medoids")
+    if estimator.algorithm_ not in ("medoids", "embedding"):
+        raise ArtifactError(f"{str(path / KMEANS_FILE)!r} names an unknown fitted algorithm {estimator.algorithm_!r}.")
+    if estimator.algorithm_ == "embedding":
         if not fitted.get("has_graph"):
             raise ArtifactError(f"{str(path / KMEANS_FILE)!r} is an embedding clustering without its graph.")
         _restore_embedding(estimator, tensors, n, k, path / KMEANS_FILE)

@@ -54,8 +54,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 
 CLUSTER_ALGORITHMS: dict[str, str] = {
+    "auto": "embedding for codes of latent dimension 8 or more on graph distances (no landmarks), else medoids",
     "medoids": "k-medoids on graph distances (geodesic k-means as in Arvanitidis et al. 2018)",
-    "embedding": "k-means in the landmark MDS embedding of the graph distances (GeodesicEmbedding; the better one from latent dimension 8 on)",
+    "embedding": "k-means in the landmark MDS embedding of the graph distances (GeodesicEmbedding)",
 }
 
 KNN_BACKENDS: dict[str, str] = {
@@ -122,7 +123,7 @@ DEFAULT_K = 20  # neighbours per code: the smallest k with <= 2% median distance
 DEFAULT_N_NODES = 8  # Gauss-Legendre nodes per edge
 DEFAULT_CANDIDATES = 1  # metric-aware neighbours: measure candidates * k Euclidean neighbours, keep the k shortest
 DEFAULT_N_CLUSTERS = 10
-DEFAULT_CLUSTER_ALGORITHM = "medoids"  # GeodesicKMeans algorithm (CLUSTER_ALGORITHMS)
+DEFAULT_CLUSTER_ALGORITHM = "auto"  # GeodesicKMeans algorithm (CLUSTER_ALGORITHMS)
 DEFAULT_EMBEDDING_COMPONENTS = 32  # GeodesicEmbedding output dimensions (docs/estimators.md)
 DEFAULT_EMBEDDING_LANDMARKS = 1000  # GeodesicEmbedding landmark codes (Dijkstra sources), clipped to n
 DEFAULT_SEED = 0

@@ -167,3 +167,21 @@ def test_kmeans_embedding_isolated_outlier_joins_a_cluster() -> None:
     alone = GeodesicKMeans(3, algorithm="embedding", n_components=4, landmarks=50, graph=graph, n_init=3,
                            random_state=0, min_cluster_size=1).fit(codes)
     assert np.bincount(alone.labels_, minlength=3).min() == 1  # what the re-weighting prevents
+
+
+def test_auto_picks_the_embedding_from_latent_dimension_8_and_medoids_otherwise(tmp_path) -> None:
+    """algorithm="auto" (the default): medoids at d = 2, the embedding at d = 8, medoids at d = 8 with landmarks or
+    precomputed distances; a saved auto-embedding model loads as one."""
+    from scipy.spatial.distance import cdist
+
+    low, _ = make_blobs(60, n_features=2, centers=3, random_state=0)
+    high, truth = make_blobs(60, n_features=8, centers=3, random_state=0)
+    assert GeodesicKMeans(3, random_state=0).fit(low).algorithm_ == "medoids"
+    model = GeodesicKMeans(3, random_state=0, n_neighbors=8).fit(high)
+    assert model.algorithm == "auto" and model.algorithm_ == "embedding"
+    assert adjusted_rand_score(truth, model.labels_) == 1.0
+    assert GeodesicKMeans(3, random_state=0, landmarks=4).fit(high).algorithm_ == "medoids"
+    assert GeodesicKMeans(3, metric="precomputed", random_state=0).fit(cdist(high, high)).algorithm_ == "medoids"
+    loaded = GeodesicKMeans.load(model.save(tmp_path / "model"))
+    assert loaded.algorithm == "auto" and loaded.algorithm_ == "embedding"
+    np.testing.assert_allclose(loaded.transform(high[:5]), model.transform(high[:5]), rtol=1e-12, atol=1e-12)
