@@ -596,6 +596,8 @@ class GeodesicKMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerM
             raise param_error(OWNER, "algorithm", f"a str among {set(CLUSTER_ALGORITHMS)}", self.algorithm)
         if self.algorithm == "embedding":
             check_int_param(self.n_components, "n_components", OWNER, 1)
+            if self.landmarks is not None:  # the embedding's landmark count: MDS needs at least two
+                check_int_param(self.landmarks, "landmarks", OWNER, 2)
             if self.metric != "graph":
                 raise param_error(OWNER, "metric", "'graph' for algorithm='embedding'", self.metric)
             if self.distances != "graph":

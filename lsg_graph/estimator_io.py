@@ -249,6 +249,11 @@ def _restore_embedding(estimator: Any, tensors: dict[str, torch.Tensor], n: int,
     embedding._mean_squared, embedding.eigenvalues_, embedding.embedding_ = mean_squared, eigenvalues, coordinates
     embedding.n_components_, embedding.n_features_in_ = m, estimator.graph_.latent_dim
     embedding._to_train = dijkstra_rows(estimator.graph_.weights, embedding.landmark_indices_)
+    placed = embedding._place(np.square(embedding._to_train.T))
+    if not np.allclose(placed, coordinates, rtol=1e-6, atol=1e-6 * max(1.0, float(np.abs(coordinates).max(initial=0.0)))):
+        raise ArtifactError(
+            f"{str(file)!r} does not match its graph: the saved embedding is not what its landmarks give on it."
+        )
     estimator.embedding_, estimator.centroids_ = embedding, centroids
 
 

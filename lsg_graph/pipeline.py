@@ -867,7 +867,7 @@ def cluster_run(
 ) -> ClusterSummary:
     """Geodesic k-means (and Euclidean k-means beside it, same n_init) of the run's codes; writes clusters.csv and clusters.png.
 
-    `algorithm` is GeodesicKMeans's ("medoids" or "embedding", registry.CLUSTER_ALGORITHMS).
+    `algorithm` is GeodesicKMeans's ("auto", "medoids" or "embedding", registry.CLUSTER_ALGORITHMS).
 
     The figure has a panel per clustering (geodesic, Euclidean) and one of the true labels when the codes have them.
     """

@@ -113,6 +113,11 @@ def test_kmeans_embedding_recovers_separated_blobs_and_predicts_consistently() -
     again = GeodesicKMeans(3, algorithm="embedding", n_components=4, landmarks=40, graph=model.graph_, n_init=5,
                            random_state=0).fit(codes)
     np.testing.assert_array_equal(again.labels_, model.labels_)
+    started = GeodesicKMeans(3, algorithm="embedding", n_components=4, landmarks=40, graph=model.graph_,
+                             init=[0, 1, 2], random_state=0).fit(codes)  # an array init: those codes' coordinates
+    assert adjusted_rand_score(truth, started.labels_) == 1.0
+    with pytest.raises(InvalidInput, match="landmarks"):
+        GeodesicKMeans(3, algorithm="embedding", landmarks=1).fit(codes)
 
 
 @pytest.mark.parametrize(("params", "match"), [
@@ -145,6 +150,12 @@ def test_kmeans_embedding_save_and_load_round_trip(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.predict(queries), model.predict(queries))
     np.testing.assert_allclose(loaded.transform(queries), model.transform(queries), rtol=1e-12, atol=1e-12)
     tensors, meta = _io.load_tensors(path / KMEANS_FILE, KMEANS_KIND)
+    coordinates = tensors["embedding_coordinates"].clone()
+    tensors["embedding_coordinates"] = coordinates + 1.0  # shapes right, values not what the graph gives
+    _io.save_tensors(path / KMEANS_FILE, tensors, meta)
+    with pytest.raises(ArtifactError, match="does not match its graph"):
+        GeodesicKMeans.load(path)
+    tensors["embedding_coordinates"] = coordinates
     tensors["centroids"] = tensors["centroids"][:2]
     _io.save_tensors(path / KMEANS_FILE, tensors, meta)
     with pytest.raises(ArtifactError, match="centroids"):
